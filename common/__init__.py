@@ -1,0 +1,1 @@
+"""Small helpers shared by every script: user-facing errors, atomic files, devices."""

@@ -1,0 +1,29 @@
+"""ProjectionBridge: the seed's baseline bridge, kept so the comparison can be run.
+
+Linear 1024 -> 768 -> d_model on the pooled embedding, repeated over 32 learnable expander
+tokens that are added to it, then one self-attention layer over those tokens.
+"""
+import torch
+from torch import nn
+
+
+class ProjectionBridge(nn.Module):
+    def __init__(self, *, input_dim=1024, hidden_dim=768, output_dim=512, num_latents=32,
+                 num_heads=8):
+        super().__init__()
+        self.project = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.GELU(),
+                                     nn.Linear(hidden_dim, output_dim))
+        self.expanders = nn.Parameter(torch.randn(num_latents, output_dim) * 0.02)
+        self.attention = nn.MultiheadAttention(output_dim, num_heads, batch_first=True)
+        self.norm = nn.LayerNorm(output_dim)
+
+    def forward(self, inputs, mask=None):
+        """inputs (B, 1024) or (B, N, 1024) + mask (masked mean) -> (B, num_latents, d_model)."""
+        if inputs.dim() == 3:
+            if mask is None:
+                mask = torch.ones(inputs.shape[:2], dtype=torch.bool, device=inputs.device)
+            weights = mask.unsqueeze(-1).to(inputs.dtype)
+            inputs = (inputs * weights).sum(1) / weights.sum(1).clamp(min=1)
+        tokens = self.project(inputs).unsqueeze(1) + self.expanders  # (B, L, d_model)
+        attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return self.norm(tokens + attended)

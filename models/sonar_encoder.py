@@ -1,0 +1,121 @@
+"""SonarEncoder: feature sequence (B, T, D_in) -> SONAR sentence embedding (B, 1024) + token states.
+
+Linear(D_in -> d) + sinusoidal positions + pre-norm Transformer encoder + attention pooling,
+then Linear(d -> 1024) on both the pooled vector and every token state. In identity mode
+(features that already are 1024-d SONAR embeddings) it has no parameters and passes them on.
+"""
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from common.errors import UserError
+
+SONAR_DIM = 1024
+
+
+@dataclass
+class SonarEncoderConfig:
+    input_dim: int = 768
+    d_model: int = 512
+    num_layers: int = 4
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    output_dim: int = SONAR_DIM
+    identity: bool = False  # features already are SONAR embeddings
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def sinusoidal_positions(length, dim, device):
+    """The Transformer's fixed positions: any length, nothing to learn or to outgrow."""
+    position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32)
+                     * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, device=device)
+    pe[:, 0::2] = torch.sin(position * freq)
+    pe[:, 1::2] = torch.cos(position * freq)
+    return pe
+
+
+class AttentionPooling(nn.Module):
+    """One learned query attends over the valid frames: a weighted mean, not a plain one."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x, mask):  # x (B, T, d), mask (B, T) True = valid
+        scores = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=-1)  # (B, T)
+        return torch.einsum("bt,btd->bd", weights, x)
+
+
+class SonarEncoder(nn.Module):
+    def __init__(self, config: SonarEncoderConfig):
+        super().__init__()
+        self.config = config
+        if config.identity:
+            if config.input_dim != config.output_dim:
+                raise UserError(f"identity encoder needs {config.output_dim}-d features, "
+                                f"got {config.input_dim}-d")
+            return
+        self.input_proj = nn.Linear(config.input_dim, config.d_model)
+        layer = nn.TransformerEncoderLayer(
+            config.d_model, config.num_heads, config.ffn_dim, config.dropout,
+            activation="gelu", batch_first=True, norm_first=True)
+        # enable_nested_tensor is off: it only helps post-norm layers and warns otherwise.
+        self.layers = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(config.d_model)
+        self.pool = AttentionPooling(config.d_model)
+        self.output_proj = nn.Linear(config.d_model, config.output_dim)
+
+    def forward(self, features, mask):
+        """features (B, T, D_in), mask (B, T) bool -> pooled (B, 1024), tokens (B, T, 1024)."""
+        if self.config.identity:
+            denom = mask.sum(1, keepdim=True).clamp(min=1).to(features.dtype)
+            pooled = (features * mask.unsqueeze(-1)).sum(1) / denom
+            return pooled, features
+        x = self.input_proj(features)
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        x = self.final_norm(self.layers(x, src_key_padding_mask=~mask))
+        return self.output_proj(self.pool(x, mask)), self.output_proj(x)
+
+
+def save_sonar_checkpoint(encoder, path):
+    """The --sonar_checkpoint format: {'kind', 'config', 'state_dict'}."""
+    from .checkpoint import save_checkpoint
+    save_checkpoint({"kind": "sonar_encoder", "config": asdict(encoder.config),
+                     "state_dict": encoder.state_dict()}, path)
+
+
+def load_sonar_checkpoint(path):
+    """Rebuild a SonarEncoder from --sonar_checkpoint, naming any key that does not fit."""
+    from .checkpoint import load_checkpoint
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "sonar_encoder" or "config" not in ckpt:
+        raise UserError("not a SONAR encoder checkpoint", str(path),
+                        "pass a file written by models.sonar_encoder.save_sonar_checkpoint")
+    encoder = SonarEncoder(SonarEncoderConfig.from_dict(ckpt["config"]))
+    load_state_dict_strict(encoder, ckpt["state_dict"], path)
+    return encoder
+
+
+def load_state_dict_strict(module, state_dict, path):
+    """load_state_dict that reports missing/unexpected/misshapen keys as one UserError line."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshapen = sorted(k for k in set(own) & set(state_dict)
+                       if tuple(own[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or misshapen:
+        parts = [f"{name} keys: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected),
+                                    ("wrong-shape", misshapen)) if keys]
+        raise UserError(f"checkpoint does not match the model ({'; '.join(parts)})", str(path),
+                        "use a checkpoint written for this configuration")
+    module.load_state_dict(state_dict)

@@ -1,0 +1,140 @@
+"""SonarT5: SonarEncoder -> bridge (Perceiver Resampler | ProjectionBridge) -> T5 decoder."""
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+
+from .perceiver import PerceiverResampler
+from .projection_bridge import ProjectionBridge
+from .sonar_encoder import SONAR_DIM, SonarEncoder, SonarEncoderConfig
+from .t5_decoder import t5_from_config
+from .tokenizer import UNK_ID
+
+BRIDGES = ("perceiver", "projection")
+RESAMPLER_INPUTS = ("pooled", "tokens")
+
+
+@dataclass
+class SonarT5Config:
+    encoder: dict
+    t5: dict  # the resolved T5Config as a dict: rebuilds the decoder with no download
+    t5_model: str = "t5-small"
+    bridge: str = "perceiver"
+    resampler_input: str = "pooled"
+    num_latents: int = 64
+    num_layers: int = 2
+    hidden_dim: int = 768
+    num_heads: int = 8
+    max_frames: int = 0  # 0 = keep every frame; else uniform subsampling (data side)
+    normalize_features: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def build_bridge(config: SonarT5Config, d_model):
+    if config.bridge == "projection":
+        return ProjectionBridge(input_dim=SONAR_DIM, hidden_dim=config.hidden_dim,
+                                output_dim=d_model, num_latents=config.num_latents,
+                                num_heads=config.num_heads)
+    return PerceiverResampler(input_dim=SONAR_DIM, hidden_dim=config.hidden_dim,
+                              output_dim=d_model, num_latents=config.num_latents,
+                              num_layers=config.num_layers, num_heads=config.num_heads)
+
+
+class SonarT5(nn.Module):
+    def __init__(self, config: SonarT5Config, t5=None):
+        super().__init__()
+        self.config = config
+        self.encoder = SonarEncoder(SonarEncoderConfig.from_dict(config.encoder))
+        self.t5 = t5 if t5 is not None else t5_from_config(config.t5)
+        self.bridge = build_bridge(config, self.t5.config.d_model)
+        input_dim = self.encoder.config.input_dim
+        # Per-dimension feature statistics from the training set; identity until set.
+        self.register_buffer("feature_mean", torch.zeros(input_dim))
+        self.register_buffer("feature_std", torch.ones(input_dim))
+        self.encoder_frozen = False
+
+    # -- the three stages -------------------------------------------------------------------
+    def encode(self, features, mask):
+        """features (B, T, D_in) -> bridge inputs: (B, 1, 1024) pooled or (B, T, 1024) tokens."""
+        features = (features - self.feature_mean) / self.feature_std
+        pooled, tokens = self.encoder(features, mask)
+        if self.config.resampler_input == "tokens":
+            return tokens, mask
+        return pooled.unsqueeze(1), mask.new_ones(mask.shape[0], 1)
+
+    def prefix(self, states, states_mask):
+        """Bridge inputs -> T5 prefix (B, L, d_model) and its all-valid mask."""
+        prefix = self.bridge(states, states_mask)
+        return prefix, torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+
+    def decoder_logits(self, prefix, prefix_mask, decoder_input_ids):
+        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=prefix),
+                      attention_mask=prefix_mask, decoder_input_ids=decoder_input_ids,
+                      use_cache=False)
+        return out.logits
+
+    # -- training ---------------------------------------------------------------------------
+    def decoder_loss(self, prefix, prefix_mask, labels, label_smoothing=0.0, word_dropout=0.0,
+                     reduction="mean"):
+        """Cross-entropy of labels (B, S; -100 = padding) given the prefix.
+
+        word_dropout replaces decoder *input* tokens by unk with that probability (Bowman et
+        al. 2016), so the decoder cannot lean on its own history alone. 0 changes nothing.
+        """
+        decoder_input_ids = self.t5._shift_right(labels)
+        if word_dropout > 0 and self.training:
+            drop = torch.rand(decoder_input_ids.shape, device=labels.device) < word_dropout
+            drop[:, 0] = False  # keep the start token
+            drop &= decoder_input_ids != self.t5.config.pad_token_id
+            decoder_input_ids = decoder_input_ids.masked_fill(drop, UNK_ID)
+        logits = self.decoder_logits(prefix, prefix_mask, decoder_input_ids)
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                               ignore_index=-100, label_smoothing=label_smoothing,
+                               reduction=reduction)
+
+    def forward(self, labels, features=None, mask=None, states=None, states_mask=None,
+                label_smoothing=0.0, word_dropout=0.0):
+        """Training loss. Give features + mask, or precomputed encoder states (frozen cache)."""
+        if states is None:
+            states, states_mask = self.encode(features, mask)
+        prefix, prefix_mask = self.prefix(states, states_mask)
+        return self.decoder_loss(prefix, prefix_mask, labels, label_smoothing, word_dropout)
+
+    # -- generation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prefix, prefix_mask, **generation_kwargs):
+        """HF generate() on the prefix. A fresh BaseModelOutput per call: beam search
+        expands it in place."""
+        return self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=prefix),
+                                attention_mask=prefix_mask, **generation_kwargs)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def freeze_encoder(self):
+        self.encoder_frozen = True
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+        return self
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()  # a frozen encoder never runs dropout
+        return self
+
+    def parameter_counts(self):
+        count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+        counts = {"encoder": count(self.encoder), "bridge": count(self.bridge),
+                  "t5_decoder": count(self.t5)}
+        counts["total"] = sum(counts.values())
+        counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return counts
+
+    def config_dict(self):
+        return json.loads(json.dumps(asdict(self.config)))

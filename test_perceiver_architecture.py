@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Architecture smoke test: run it first. Prints a ✅ line per real check, exits 1 on a ❌.
+
+    python test_perceiver_architecture.py [--device cpu] [--t5_model scratch-t5-small]
+                                          [--bridge perceiver|projection]
+"""
+import argparse
+import sys
+import time
+
+import torch
+
+from common.device import resolve_device
+from common.errors import UserError, cli_main
+from models import BRIDGES, SONAR_DIM, T5_PRESETS
+from models.build import build_encoder, build_model, load_t5_and_tokenizer
+from models.sonar_t5 import build_bridge, SonarT5Config
+
+SENTENCES = ["i'm going to show you how to fold the paper carefully",
+             "now we are going to cut the edges"]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    p.add_argument("--t5_model", default="scratch-t5-small",
+                   help="hub name, local directory, or a from-scratch preset: "
+                        f"{', '.join(T5_PRESETS)} (default: scratch-t5-small, works offline)")
+    p.add_argument("--bridge", default="perceiver", choices=BRIDGES)
+    p.add_argument("--num_latents", type=int, default=64)
+    p.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
+    return p.parse_args(argv)
+
+
+class Checks:
+    """Runs each check; a failure prints ❌ with the reason and stops with exit 1."""
+
+    def __call__(self, name, fn):
+        try:
+            detail = fn()
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # the smoke test reports every failure, whatever it is
+            print(f"❌ {name} FAILED: {type(error).__name__}: {error}")
+            sys.exit(1)
+        print(f"✅ {name}" + (f" {detail}" if detail else ""))
+
+
+def require(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    check, start = Checks(), time.time()
+    t5, tokenizer = load_t5_and_tokenizer(args.t5_model, SENTENCES * 10, vocab_size=64)
+    d_model, batch = t5.config.d_model, 2
+    cfg = SonarT5Config(encoder={}, t5={}, bridge=args.bridge, num_latents=args.num_latents,
+                        num_layers=args.num_layers)
+    bridge = build_bridge(cfg, d_model).to(device)
+    name = "Perceiver" if args.bridge == "perceiver" else "Projection bridge"
+    check(f"{name} created", lambda: f"({sum(p.numel() for p in bridge.parameters()):,} "
+                                     "parameters)")
+
+    outputs = {}
+
+    def forward():
+        outputs["pooled"] = bridge(torch.randn(batch, SONAR_DIM, device=device))
+        mask = torch.ones(batch, 7, dtype=torch.bool, device=device)
+        mask[1, 4:] = False
+        outputs["tokens"] = bridge(torch.randn(batch, 7, SONAR_DIM, device=device), mask)
+        require(all(torch.isfinite(o).all() for o in outputs.values()), "non-finite output")
+    check("Forward pass successful", forward)
+
+    def shape():
+        expected = (batch, args.num_latents, d_model)
+        for kind, out in outputs.items():
+            require(tuple(out.shape) == expected, f"{kind}: {tuple(out.shape)} != {expected}")
+        return f"{expected}"
+    check("Output shape correct", shape)
+
+    encoder = build_encoder(None, input_dim=64, d_model=128, num_layers=2, num_heads=4)
+    model = build_model(t5=t5, tokenizer=tokenizer, encoder=encoder, t5_model=args.t5_model,
+                        bridge=args.bridge, num_latents=args.num_latents,
+                        num_layers=args.num_layers).to(device)
+    features = torch.randn(batch, 12, 64, device=device)
+    mask = torch.ones(batch, 12, dtype=torch.bool, device=device)
+    labels = torch.tensor([tokenizer.encode(SENTENCES[0])] * batch, device=device)
+
+    def model_working():
+        # A few steps on one sentence, so that "generates text" means text, not padding.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for _ in range(30):
+            loss = model(labels, features, mask)
+            require(torch.isfinite(loss), f"loss is {loss.item()}")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        prefix, prefix_mask = model.prefix(*model.encode(features, mask))
+        ids = model.generate(prefix, prefix_mask, num_beams=2, max_new_tokens=12)
+        text = tokenizer.decode(ids[0, 1:])
+        require(text.strip(), "generated an empty sentence")
+        model.train()
+        return f"(loss {loss.item():.3f}, generated: '{text}')"
+    check("Model working", model_working)
+
+    def gradients():
+        model.zero_grad()
+        model(labels, features, mask).backward()
+        for part in ("encoder", "bridge", "t5"):
+            for pname, p in getattr(model, part).named_parameters():
+                require(p.grad is not None and torch.isfinite(p.grad).all(),
+                        f"{part}.{pname} has no finite gradient")
+        model.zero_grad(set_to_none=True)
+        model.freeze_encoder()
+        model(labels, features, mask).backward()
+        require(all(p.grad is None for p in model.encoder.parameters()),
+                "a frozen encoder received gradients")
+        require(not model.encoder.training, "a frozen encoder is in training mode")
+        counts = model.parameter_counts()
+        return f"({counts['trainable']:,} trainable of {counts['total']:,})"
+    check("Gradients computed correctly", gradients)
+    print(f"✅ ALL TESTS PASSED! ({time.time() - start:.1f}s on {device})")
+
+
+if __name__ == "__main__":
+    cli_main(main)()
