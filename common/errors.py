@@ -8,6 +8,8 @@ EXIT_USER_ERROR = 2
 class UserError(Exception):
     """An error the user caused and can fix. Its message is the whole story."""
 
+    exit_code = EXIT_USER_ERROR
+
     def __init__(self, what, where=None, fix=None):
         message = what if where is None else f"{what}, {where}"
         if fix:
@@ -36,6 +38,6 @@ def cli_main(main):
             return main(argv)
         except UserError as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(error.exit_code)
 
     return wrapper

@@ -69,6 +69,12 @@ class SonarT5(nn.Module):
             return tokens, mask
         return pooled.unsqueeze(1), mask.new_ones(mask.shape[0], 1)
 
+    def bridge_inputs(self, features=None, mask=None, states=None, states_mask=None):
+        """Encoder states from raw features, or as given (the frozen-encoder cache)."""
+        if states is None:
+            return self.encode(features, mask)
+        return states, states_mask
+
     def prefix(self, states, states_mask):
         """Bridge inputs -> T5 prefix (B, L, d_model) and its all-valid mask."""
         prefix = self.bridge(states, states_mask)
@@ -99,12 +105,9 @@ class SonarT5(nn.Module):
                                ignore_index=-100, label_smoothing=label_smoothing,
                                reduction=reduction)
 
-    def forward(self, labels, features=None, mask=None, states=None, states_mask=None,
-                label_smoothing=0.0, word_dropout=0.0):
-        """Training loss. Give features + mask, or precomputed encoder states (frozen cache)."""
-        if states is None:
-            states, states_mask = self.encode(features, mask)
-        prefix, prefix_mask = self.prefix(states, states_mask)
+    def forward(self, labels, label_smoothing=0.0, word_dropout=0.0, **inputs):
+        """Training loss; inputs are features + mask, or states + states_mask."""
+        prefix, prefix_mask = self.prefix(*self.bridge_inputs(**inputs))
         return self.decoder_loss(prefix, prefix_mask, labels, label_smoothing, word_dropout)
 
     # -- generation -------------------------------------------------------------------------

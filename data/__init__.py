@@ -1,0 +1,1 @@
+"""Manifests, feature files, dataset/collate/sampler and the built-in demo data."""

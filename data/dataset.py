@@ -1,0 +1,155 @@
+"""Dataset, collate and the length-grouped batch sampler.
+
+Feature files are opened lazily in __getitem__: memory does not grow with the dataset.
+"""
+import math
+import os
+import warnings
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from common.errors import UserError
+
+from .features import feature_shape, find_feature_file, load_features, subsample
+from .manifest import read_manifest
+
+
+class FeatureDataset(Dataset):
+    """Rows of a manifest whose feature files exist. Items: {index, id, text, features}."""
+
+    def __init__(self, manifest, features_dir, *, max_frames=0, skip_missing=False,
+                 expected_dim=None, limit=None):
+        self.manifest, self.features_dir, self.max_frames = manifest, features_dir, max_frames
+        if not features_dir or not os.path.isdir(features_dir):
+            raise UserError("features directory not found", str(features_dir),
+                            "check --*_features")
+        rows = read_manifest(manifest)[:limit]
+        paths = [find_feature_file(features_dir, r.id, r.feature_path) for r in rows]
+        missing = [r.id for r, p in zip(rows, paths) if p is None]
+        if missing and not skip_missing:
+            raise UserError(
+                f"{len(missing)} of {len(rows)} feature files are missing (first: "
+                f"{', '.join(missing[:3])})", f"manifest {manifest}, features {features_dir}",
+                "fix the paths, or pass --skip_missing to drop those rows")
+        if missing:
+            warnings.warn(f"skipping {len(missing)} rows of {manifest} with no feature file "
+                          f"(first: {', '.join(missing[:3])})", stacklevel=2)
+        kept = [(r, p) for r, p in zip(rows, paths) if p is not None]
+        if not kept:
+            raise UserError("no row has a feature file", str(manifest))
+        self.rows, self.paths = [r for r, _ in kept], [p for _, p in kept]
+        self.feature_dim = expected_dim or feature_shape(self.paths[0])[1]
+        self._lengths = None
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        x = load_features(self.paths[index], expected_dim=self.feature_dim)
+        row = self.rows[index]
+        return {"index": index, "id": row.id, "text": row.text,
+                "features": subsample(x, self.max_frames)}
+
+    @property
+    def texts(self):
+        return [r.text for r in self.rows]
+
+    @property
+    def lengths(self):
+        """Frames per sample (after --max_frames): the manifest's length column when it has
+        one, else each file's shape (.npy headers are read without loading the data)."""
+        if self._lengths is None:
+            if all(r.length is not None for r in self.rows):
+                raw = [r.length for r in self.rows]
+            else:
+                raw = [feature_shape(p)[0] for p in tqdm(
+                    self.paths, desc=f"measuring lengths ({self.manifest})", leave=False)]
+            self._lengths = [min(n, self.max_frames) if self.max_frames else n for n in raw]
+        return self._lengths
+
+
+class Collator:
+    """Pads features (zeros) and labels (-100) to the longest in the batch; masks mark real
+    frames (True)."""
+
+    def __init__(self, tokenizer, max_target_length=128):
+        self.tokenizer, self.max_target_length = tokenizer, max_target_length
+
+    def __call__(self, items):
+        # Raw features, or encoder states from the frozen-encoder cache.
+        key, mask_key = ("states", "states_mask") if "states" in items[0] else ("features", "mask")
+        lengths = torch.tensor([it[key].shape[0] for it in items])
+        padded = torch.nn.utils.rnn.pad_sequence([it[key] for it in items], batch_first=True)
+        mask = torch.arange(padded.shape[1]) < lengths[:, None]
+        labels = [torch.tensor(self.tokenizer.encode(it["text"], self.max_target_length))
+                  for it in items]
+        return {"index": torch.tensor([it["index"] for it in items]),
+                "ids": [it["id"] for it in items], "texts": [it["text"] for it in items],
+                key: padded, mask_key: mask,
+                "labels": torch.nn.utils.rnn.pad_sequence(labels, batch_first=True,
+                                                          padding_value=-100)}
+
+
+class LengthGroupedBatchSampler:
+    """Batches of similar length, like HF's LengthGroupedSampler, split across processes.
+
+    Training (shuffle=True): a seeded permutation is cut into mega-batches of
+    `mega_batch_mult` batches, each sorted by length and cut into batches; the batch order
+    is then shuffled. Evaluation (shuffle=False): all samples sorted by length. Each process
+    (rank) takes every num_replicas-th batch; the batch list is padded by repeating so all
+    processes get the same count (DistributedSampler semantics). set_epoch() reseeds.
+    """
+
+    def __init__(self, lengths, batch_size, *, shuffle=True, seed=0, num_replicas=1, rank=0,
+                 mega_batch_mult=50):
+        self.lengths, self.batch_size, self.shuffle, self.seed = lengths, batch_size, shuffle, seed
+        self.num_replicas, self.rank, self.mega = num_replicas, rank, mega_batch_mult
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch, start_batch=0):
+        """start_batch skips batches already trained on (resuming mid-epoch)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _batches(self):
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: -self.lengths[i])
+            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        size = self.mega * self.batch_size
+        batches = []
+        for start in range(0, n, size):
+            mega = sorted(perm[start:start + size], key=lambda i: -self.lengths[i])
+            batches += [mega[i:i + self.batch_size] for i in range(0, len(mega), self.batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+    def _my_batches(self):
+        batches = self._batches()
+        total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+        batches += batches[: total - len(batches)]
+        return batches[self.rank::self.num_replicas]
+
+    def __iter__(self):
+        return iter(self._my_batches()[self.start_batch:])
+
+    def __len__(self):
+        return math.ceil(math.ceil(len(self.lengths) / self.batch_size)
+                         / self.num_replicas) - self.start_batch
+
+
+def padding_waste(lengths, batches):
+    """Fraction of padded frames over all frames the batches hold."""
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - sum(lengths[i] for b in batches for i in b) / padded
+
+
+def make_loader(dataset, collate, batch_size, *, shuffle, seed=0, num_workers=0,
+                num_replicas=1, rank=0, pin_memory=False):
+    sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=shuffle,
+                                        seed=seed, num_replicas=num_replicas, rank=rank)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                      num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0)

@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Train SONAR encoder -> Perceiver Resampler -> T5 decoder on feature files + TSV manifests.
+
+    python train_sonar_with_t5.py --demo                       # built-in demo data, CPU ok
+    python train_sonar_with_t5.py --sonar_checkpoint enc.pt --train_features ... \\
+        --train_manifest ... --val_features ... --val_manifest ... --output_dir runs/x
+"""
+import argparse
+
+from common.errors import cli_main
+from evaluation.generation import add_generation_args
+from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
+from training.run import DEMO_DEFAULTS, run_training
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--train_features", help="directory of training feature files")
+    data.add_argument("--train_manifest", help="training TSV manifest")
+    data.add_argument("--val_features", help="directory of validation feature files")
+    data.add_argument("--val_manifest", help="validation TSV manifest")
+    data.add_argument("--max_frames", type=int, default=0,
+                      help="uniformly subsample longer sequences to this many frames (0 = off)")
+    data.add_argument("--normalize_features", action="store_true",
+                      help="standardise each feature dimension with training-set statistics "
+                           "(stored in the checkpoint)")
+    data.add_argument("--skip_missing", action="store_true",
+                      help="drop manifest rows whose feature file is missing (with a warning) "
+                           "instead of stopping")
+    data.add_argument("--max_target_length", type=int, default=128,
+                      help="truncate reference texts to this many tokens")
+    data.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    data.add_argument("--demo", action="store_true",
+                      help="make the built-in demo data under --output_dir and train on it with "
+                           "CPU-friendly defaults (explicit flags still win)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--sonar_checkpoint",
+                       help="fine-tuned SONAR encoder checkpoint (without it the encoder starts "
+                            "random)")
+    model.add_argument("--identity_encoder", action="store_true",
+                       help="features already are 1024-d SONAR embeddings: no encoder")
+    model.add_argument("--encoder_dim", type=int, default=512,
+                       help="width of a random-start encoder (ignored with --sonar_checkpoint)")
+    model.add_argument("--encoder_layers", type=int, default=4,
+                       help="layers of a random-start encoder (ignored with --sonar_checkpoint)")
+    model.add_argument("--t5_model", default="t5-small",
+                       help="hub name, local save_pretrained directory, or a from-scratch "
+                            f"preset: {', '.join(T5_PRESETS)}")
+    model.add_argument("--vocab_size", type=int, default=8000,
+                       help="SentencePiece vocabulary trained for a from-scratch T5 preset")
+    model.add_argument("--bridge", default="perceiver", choices=BRIDGES,
+                       help="Perceiver Resampler, or the seed's projection baseline")
+    model.add_argument("--resampler_input", default="pooled", choices=RESAMPLER_INPUTS,
+                       help="bridge reads the pooled SONAR embedding or the encoder's token "
+                            "states (a lever against mode collapse)")
+    model.add_argument("--num_latents", type=int, default=64, help="prefix tokens for T5")
+    model.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
+    model.add_argument("--hidden_dim", type=int, default=768, help="bridge width")
+    model.add_argument("--num_heads", type=int, default=8, help="bridge attention heads")
+    model.add_argument("--freeze_encoder", action="store_true",
+                       help="keep the SONAR encoder fixed (needs --sonar_checkpoint); its "
+                            "outputs are computed once and cached")
+    model.add_argument("--no_encoder_cache", action="store_true",
+                       help="with --freeze_encoder, re-run the encoder every epoch (slower; "
+                            "for comparison)")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=30)
+    opt.add_argument("--batch_size", type=int, default=16, help="per process")
+    opt.add_argument("--learning_rate", type=float, default=1e-4)
+    opt.add_argument("--encoder_lr_scale", type=float, default=0.2,
+                     help="encoder LR = learning_rate x this (0.2 = LR/5, the seed's rate)")
+    opt.add_argument("--warmup_steps", type=int, default=500)
+    opt.add_argument("--weight_decay", type=float, default=0.01)
+    opt.add_argument("--label_smoothing", type=float, default=0.1)
+    opt.add_argument("--word_dropout", type=float, default=0.0,
+                     help="replace decoder input tokens by <unk> with this probability "
+                          "(a lever against mode collapse; 0 = off)")
+    opt.add_argument("--grad_accum_steps", type=int, default=1)
+    opt.add_argument("--max_grad_norm", type=float, default=1.0)
+    opt.add_argument("--fused_adamw", action="store_true", help="fused AdamW kernel (CUDA)")
+    opt.add_argument("--seed", type=int, default=42)
+
+    evaluation = p.add_argument_group("evaluation")
+    evaluation.add_argument("--eval_batch_size", type=int, default=None,
+                            help="validation batch size (default: --batch_size)")
+    evaluation.add_argument("--patience", type=int, default=0,
+                            help="stop after this many epochs without a BLEU gain (0 = off)")
+    add_generation_args(p)
+
+    run = p.add_argument_group("run")
+    run.add_argument("--output_dir", default=None,
+                     help="where the run's files go (default: runs/demo with --demo)")
+    run.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                     help="auto: bf16 on GPUs that have it, fp16 (guarded) on others, fp32 on CPU")
+    run.add_argument("--resume", action="store_true", help="continue from OUTPUT/last_model.pt")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in --output_dir")
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo:  # demo defaults, under anything the user gave explicitly
+        parser.set_defaults(**DEMO_DEFAULTS)
+        args = parser.parse_args(argv)
+    return args
+
+
+@cli_main
+def main(argv=None):
+    run_training(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
