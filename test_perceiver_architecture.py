@@ -94,7 +94,7 @@ def main(argv=None):
         # A few steps on one sentence, so that "generates text" means text, not padding.
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         for _ in range(30):
-            loss = model(labels, features, mask)
+            loss = model(labels, features=features, mask=mask)
             require(torch.isfinite(loss), f"loss is {loss.item()}")
             optimizer.zero_grad()
             loss.backward()
@@ -110,14 +110,14 @@ def main(argv=None):
 
     def gradients():
         model.zero_grad()
-        model(labels, features, mask).backward()
+        model(labels, features=features, mask=mask).backward()
         for part in ("encoder", "bridge", "t5"):
             for pname, p in getattr(model, part).named_parameters():
                 require(p.grad is not None and torch.isfinite(p.grad).all(),
                         f"{part}.{pname} has no finite gradient")
         model.zero_grad(set_to_none=True)
         model.freeze_encoder()
-        model(labels, features, mask).backward()
+        model(labels, features=features, mask=mask).backward()
         require(all(p.grad is None for p in model.encoder.parameters()),
                 "a frozen encoder received gradients")
         require(not model.encoder.training, "a frozen encoder is in training mode")

@@ -40,6 +40,11 @@ class CachedStatesDataset(Dataset):
 def cache_encoder_states(model, loader, device, precision, show_progress=True):
     """-> CachedStatesDataset over loader.dataset, the encoder run once per sample."""
     model.eval()
+    with torch.random.fork_rng(devices=[]):  # leave the training RNG stream as it was
+        return _cache(model, loader, device, precision, show_progress)
+
+
+def _cache(model, loader, device, precision, show_progress):
     dtype = torch.float32 if model.config.resampler_input == "pooled" else torch.float16
     states = [None] * len(loader.dataset)
     for batch in tqdm(loader, desc="caching frozen encoder outputs", leave=False,

@@ -1,0 +1,132 @@
+"""Run histories, their summary statistics, the curves figure and the results table."""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from common.errors import UserError  # noqa: E402
+from common.files import read_json  # noqa: E402
+
+
+def load_history(run_dir):
+    path = Path(run_dir) / "training_history.json"
+    if not path.is_file():
+        raise UserError("no training_history.json", str(run_dir),
+                        "pass a run's --output_dir (the history appears after epoch 1)")
+    history = read_json(path)
+    if not isinstance(history, list) or not history:
+        raise UserError("training_history.json holds no epochs yet", str(path))
+    return history
+
+
+def summarize(history):
+    best = max(history, key=lambda r: r["val_bleu"])
+    last = history[-1]
+    return {"best_bleu": best["val_bleu"], "best_epoch": best["epoch"],
+            "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
+            "final_cond_gap": last.get("cond_gap"), "epochs_run": len(history),
+            "total_time_s": sum(r.get("epoch_time_s", 0.0) for r in history)}
+
+
+def format_summary(name, s):
+    minutes = s["total_time_s"] / 60
+    return (f"{name}: best BLEU {s['best_bleu']:.2f} at epoch {s['best_epoch']}; final train "
+            f"loss {s['final_train_loss']:.4f}, val loss {s['final_val_loss']:.4f}, "
+            f"cond_gap {s['final_cond_gap']:.3f}; {s['epochs_run']} epochs in {minutes:.1f} min")
+
+
+def plot_run(history, output, title):
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_bleu, ax_gap) = plt.subplots(1, 3, figsize=(15, 4.5))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", color="blue", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", color="red", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss (cross-entropy)", title="Loss")
+    bleu = [r["val_bleu"] for r in history]
+    ax_bleu.plot(epochs, bleu, "o-", color="green", label="validation BLEU")
+    ax_bleu.axhline(max(bleu), color="green", linestyle=":",
+                    label=f"best {max(bleu):.2f} (epoch {epochs[bleu.index(max(bleu))]})")
+    ax_bleu.set(xlabel="epoch", ylabel="BLEU", title="Validation BLEU")
+    ax_gap.plot(epochs, [r.get("cond_gap", float("nan")) for r in history], "o-",
+                color="purple", label="conditioning gap")
+    ax_gap.plot(epochs, [r.get("diversity", float("nan")) for r in history], "s--",
+                color="gray", label="unique output ratio")
+    ax_gap.axhline(0, color="black", linewidth=0.5)
+    ax_gap.set(xlabel="epoch", ylabel="nats/token | ratio", title="Is the input used?")
+    _finish(fig, [ax_loss, ax_bleu, ax_gap], title, output)
+
+
+def plot_comparison(histories, output):
+    """histories: {run name: history}; BLEU and validation loss of each, one figure."""
+    fig, (ax_bleu, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, history in histories.items():
+        epochs = [r["epoch"] for r in history]
+        line, = ax_bleu.plot(epochs, [r["val_bleu"] for r in history], "o-", label=name)
+        ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label=name,
+                     color=line.get_color())
+    ax_bleu.set(xlabel="epoch", ylabel="BLEU", title="Validation BLEU")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Validation loss")
+    _finish(fig, [ax_bleu, ax_loss], "Run comparison", output)
+
+
+def _finish(fig, axes, title, output):
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(output, dpi=150)
+    plt.close(fig)
+
+
+# -- results table ---------------------------------------------------------------------------
+TABLE_COLUMNS = ("run", "bridge", "input", "num_latents", "num_layers", "frozen",
+                 "word_dropout", "parameters", "best_epoch", "BLEU", "chrF", "unique", "cond_gap")
+
+
+def table_row(path):
+    """A run directory (best epoch of its history) or a validation_summary.json."""
+    path = Path(path)
+    if path.is_file() or (path / "validation_summary.json").is_file():
+        summary_path = path if path.is_file() else path / "validation_summary.json"
+        summary = read_json(summary_path)
+        run_dir = Path(summary["checkpoint"]).parent
+        scores = {"best_epoch": summary.get("epoch"), "BLEU": summary["bleu"],
+                  "chrF": summary["chrf"], "unique": summary["diversity"]["unique_ratio"],
+                  "cond_gap": summary.get("cond_gap")}
+    else:
+        run_dir = path
+        history = load_history(run_dir)
+        best = max(history, key=lambda r: r["val_bleu"])
+        scores = {"best_epoch": best["epoch"], "BLEU": best["val_bleu"],
+                  "chrF": best["val_chrf"], "unique": best["diversity"],
+                  "cond_gap": best.get("cond_gap")}
+    config = read_json(run_dir / "config.json")
+    m, a = config["model_config"], config["args"]
+    return {"run": run_dir.name, "bridge": m["bridge"], "input": m["resampler_input"],
+            "num_latents": m["num_latents"],
+            "num_layers": m["num_layers"] if m["bridge"] == "perceiver" else 1,
+            "frozen": "yes" if a["freeze_encoder"] else "no",
+            "word_dropout": a.get("word_dropout", 0.0),
+            "parameters": f"{config['parameters']['total'] / 1e6:.1f}M", **scores}
+
+
+def results_table(paths):
+    frame = pd.DataFrame([table_row(p) for p in paths], columns=TABLE_COLUMNS)
+    return frame.round({"BLEU": 2, "chrF": 1, "unique": 2, "cond_gap": 3})
+
+
+def to_markdown(frame):
+    return frame.to_markdown(index=False)
+
+
+def to_latex(frame):
+    """booktabs table; underscores and other specials escaped."""
+    styler = frame.style.hide(axis="index").format(precision=2, escape="latex")
+    styler = styler.format_index(escape="latex", axis=1)
+    body = styler.to_latex(hrules=True, column_format="l" * len(frame.columns))
+    return ("\\begin{table}[t]\n\\centering\n" + body
+            + "\\caption{Results (sonar-t5).}\n\\end{table}\n")

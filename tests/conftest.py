@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny demo data, a tiny trained run, and running scripts as a user does."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data.synthetic import make_demo_data
+
+ROOT = Path(__file__).resolve().parents[1]
+# A model small enough to train in seconds on 2 CPU cores.
+TINY_MODEL = ["--t5_model", "t5-tiny", "--vocab_size", "200", "--encoder_dim", "32",
+              "--encoder_layers", "1", "--hidden_dim", "64", "--num_latents", "8",
+              "--num_heads", "4", "--batch_size", "16", "--learning_rate", "1e-3",
+              "--warmup_steps", "5", "--num_workers", "0", "--device", "cpu",
+              "--num_beams", "1", "--max_new_tokens", "16"]
+
+
+def run_script(*args, timeout=600, check=False):
+    """Run one of the toolkit's scripts the way a user does; no network."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def assert_user_error(result, *fragments):
+    """One `error:` line naming the culprit, exit status 2, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def data_args(data, split_train="train", split_val="val"):
+    return ["--train_features", data / "features" / split_train,
+            "--train_manifest", data / "manifests" / f"{split_train}.tsv",
+            "--val_features", data / "features" / split_val,
+            "--val_manifest", data / "manifests" / f"{split_val}.tsv"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    return make_demo_data(tmp_path_factory.mktemp("demo_data"), num_train=96, num_val=24,
+                          num_test=24, feature_dim=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    """Two epochs of the tiny model on the tiny demo data."""
+    out = tmp_path_factory.mktemp("runs") / "tiny_perceiver"
+    result = run_script("train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
+                        "--epochs", "2", "--resampler_input", "tokens", "--output_dir", out,
+                        check=True)
+    return out, result

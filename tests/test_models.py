@@ -1,0 +1,216 @@
+"""models/: masks, attention, T5 equivalence, generation, checkpoints, tokenizer, freezing."""
+import pickle
+
+import pytest
+import torch
+from transformers import T5ForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+
+from common.errors import UserError
+from models import PerceiverResampler, ProjectionBridge, SonarEncoder, SonarEncoderConfig
+from models.build import build_encoder, build_model, load_t5_and_tokenizer
+from models.checkpoint import load_checkpoint, load_model, save_model
+from models.sonar_encoder import load_sonar_checkpoint, save_sonar_checkpoint
+from models.tokenizer import Tokenizer, train_tokenizer
+
+from .conftest import assert_user_error, run_script
+
+TEXTS = ["i'm going to show you how to fold the paper carefully",
+         "now we are going to cut the \"thin\" edges", "café crème, s'il vous plaît"] * 20
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    t5, tok = load_t5_and_tokenizer("t5-tiny", TEXTS, vocab_size=80)
+    encoder = build_encoder(None, input_dim=16, d_model=32, num_layers=1, num_heads=4)
+    model = build_model(t5=t5, tokenizer=tok, encoder=encoder, t5_model="t5-tiny",
+                        resampler_input="tokens", num_latents=8, hidden_dim=64, num_heads=4)
+    return model.eval(), tok
+
+
+def padded_pair(dim=16):
+    """The same two sequences, the second padded with garbage beyond its length."""
+    x = torch.randn(2, 10, dim)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    garbage = x.clone()
+    garbage[1, 6:] = 1000.0
+    return x, garbage, mask
+
+
+def test_encoder_ignores_padding():
+    enc = SonarEncoder(SonarEncoderConfig(input_dim=16, d_model=32, num_layers=2, num_heads=4)).eval()
+    x, garbage, mask = padded_pair()
+    pooled_a, tokens_a = enc(x, mask)
+    pooled_b, tokens_b = enc(garbage, mask)
+    assert pooled_a.shape == (2, 1024) and tokens_a.shape == (2, 10, 1024)
+    torch.testing.assert_close(pooled_a, pooled_b)
+    torch.testing.assert_close(tokens_a[mask], tokens_b[mask])
+    alone, _ = enc(x[1:, :6], mask[1:, :6])  # the unpadded sequence on its own
+    torch.testing.assert_close(alone[0], pooled_a[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bridge_cls", [PerceiverResampler, ProjectionBridge])
+def test_bridges_ignore_padding(bridge_cls):
+    bridge = bridge_cls(input_dim=1024, hidden_dim=64, output_dim=32, num_latents=8,
+                        num_heads=4).eval()
+    x, garbage, mask = padded_pair(1024)
+    a, b = bridge(x, mask), bridge(garbage, mask)
+    assert a.shape == (2, 8, 32)
+    torch.testing.assert_close(a, b)
+
+
+def test_one_input_token_attention_is_not_uniform_and_latents_differ():
+    torch.manual_seed(0)
+    perceiver = PerceiverResampler(input_dim=1024, hidden_dim=64, output_dim=32, num_latents=8,
+                                   num_heads=4).eval()
+    prefix, attentions = perceiver(torch.randn(3, 1024), return_attention=True)
+    attn = attentions[0]  # (B, heads, latents, 1 input + 8 latents)
+    assert attn.shape == (3, 4, 8, 9)
+    assert attn.std(dim=-1).min() > 1e-3  # never uniform over keys
+    assert attn[..., 0].max() < 0.999  # the single input is not the only key
+    distances = torch.cdist(prefix[0], prefix[0])
+    assert distances[~torch.eye(8, dtype=torch.bool)].min() > 1e-3  # latents all differ
+
+
+def test_seed_perceiver_parameter_count():
+    count = sum(p.numel() for p in PerceiverResampler().parameters())
+    assert count == 9_109_760  # documented in the README; the seed guide expected 5-10M
+
+
+def test_decoder_logits_equal_t5_for_conditional_generation(tiny_model):
+    model, tok = tiny_model
+    full = T5ForConditionalGeneration(model.t5.config).eval()
+    missing, unexpected = full.load_state_dict(model.t5.state_dict(), strict=False)
+    assert all(k.startswith("encoder.") for k in missing) and not unexpected
+    prefix = torch.randn(2, 8, model.t5.config.d_model)
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+    decoder_input_ids = torch.tensor([[0, 5, 9, 12], [0, 7, 3, 1]])
+    ours = model.decoder_logits(prefix, mask, decoder_input_ids)
+    theirs = full(encoder_outputs=BaseModelOutput(last_hidden_state=prefix), attention_mask=mask,
+                  decoder_input_ids=decoder_input_ids).logits
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_batched_beam_generation_equals_per_sample(tiny_model):
+    model, _ = tiny_model
+    torch.manual_seed(1)
+    features = torch.randn(3, 12, 16)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[0, 5:] = False
+    mask[2, 9:] = False
+    kwargs = dict(num_beams=3, max_new_tokens=10, bad_words_ids=[[0]])
+
+    def translate(f, m):
+        prefix, prefix_mask = model.prefix(*model.encode(f, m))
+        return model.generate(prefix, prefix_mask, **kwargs)
+
+    batched = translate(features, mask)
+    for i in range(3):
+        n = int(mask[i].sum())
+        single = translate(features[i:i + 1, :n], mask[i:i + 1, :n])[0]
+        row = batched[i][: len(single)]
+        assert row.tolist() == single.tolist()
+        assert (batched[i][len(single):] == 0).all()  # only padding beyond
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tmp_path):
+    model, tok = tiny_model
+    path = tmp_path / "model.pt"
+    save_model(path, model, tok, {"num_beams": 1})
+    loaded, loaded_tok, ckpt = load_model(path)
+    assert ckpt["train_args"] == {"num_beams": 1}
+    features, mask = torch.randn(2, 7, 16), torch.ones(2, 7, dtype=torch.bool)
+    labels = torch.tensor([tok.encode("fold the paper")] * 2)
+    torch.testing.assert_close(model(labels, features=features, mask=mask),
+                               loaded(labels, features=features, mask=mask), rtol=0, atol=0)
+    assert loaded_tok.encode(TEXTS[0]) == tok.encode(TEXTS[0])
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temp file
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_checkpoint_carrying_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"kind": "sonar_t5", "payload": Evil()}, path)
+    with pytest.raises(UserError, match="refused to load checkpoint"):
+        load_checkpoint(path)
+    result = run_script("validate_perceiver_model.py", "--checkpoint", path, "--features",
+                        tmp_path, "--manifest", tmp_path / "m.tsv")
+    assert_user_error(result, "refused to load checkpoint", str(path))
+    assert "pwned" not in result.stdout
+
+
+def test_tokenizer_round_trip():
+    tok = train_tokenizer(TEXTS, vocab_size=80)
+    for text in set(TEXTS):
+        ids = tok.encode(text)
+        assert ids[-1] == 1 and 2 not in ids  # eos, and no <unk>
+        assert tok.decode(ids) == text
+    copy = Tokenizer.from_tensor(tok.to_tensor())
+    assert copy.encode(TEXTS[1]) == tok.encode(TEXTS[1])
+    assert (tok.sp.pad_id(), tok.sp.eos_id(), tok.sp.unk_id(), tok.sp.bos_id()) == (0, 1, 2, -1)
+
+
+def test_freeze_really_freezes(tiny_model):
+    model, tok = tiny_model
+    model = build_model(t5=model.t5, tokenizer=tok, encoder=model.encoder, t5_model="t5-tiny",
+                        num_latents=8, hidden_dim=64, num_heads=4).freeze_encoder().train()
+    assert not model.encoder.training and model.bridge.training
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    labels = torch.tensor([tok.encode("fold the paper")] * 2)
+    for _ in range(2):
+        model(labels, features=torch.randn(2, 5, 16), mask=torch.ones(2, 5, dtype=torch.bool)).backward()
+        optimizer.step()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    for k, v in model.encoder.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    counts = model.parameter_counts()
+    assert counts["trainable"] == counts["bridge"] + counts["t5_decoder"]
+
+
+def test_t5_encoder_is_dropped(tiny_model):
+    model, _ = tiny_model
+    assert not any(k.startswith("t5.encoder.") for k in model.state_dict())
+    counts = model.parameter_counts()
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_sonar_checkpoint_mismatch_names_keys(tmp_path):
+    enc = SonarEncoder(SonarEncoderConfig(input_dim=16, d_model=32, num_layers=1, num_heads=4))
+    save_sonar_checkpoint(enc, tmp_path / "enc.pt")
+    assert load_sonar_checkpoint(tmp_path / "enc.pt").config == enc.config
+    ckpt = torch.load(tmp_path / "enc.pt", weights_only=True)
+    del ckpt["state_dict"]["input_proj.weight"]
+    ckpt["state_dict"]["extra.weight"] = torch.zeros(1)
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match=r"missing keys: input_proj.weight.*unexpected keys: extra.weight"):
+        load_sonar_checkpoint(tmp_path / "bad.pt")
+
+
+def test_smoke_test_script_passes():
+    result = run_script("test_perceiver_architecture.py", "--device", "cpu", check=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("✅")]
+    for expected in ("✅ Perceiver created (9,109,760 parameters)", "✅ Forward pass successful",
+                     "✅ Output shape correct (2, 64, 512)", "✅ Model working",
+                     "✅ Gradients computed correctly", "✅ ALL TESTS PASSED!"):
+        assert any(line.startswith(expected) for line in lines), (expected, result.stdout)
+    assert len(lines) == 6
+
+
+def test_smoke_test_projection_bridge():
+    result = run_script("test_perceiver_architecture.py", "--bridge", "projection",
+                        "--num_latents", "32", check=True)
+    assert "✅ Output shape correct (2, 32, 512)" in result.stdout
+    assert "✅ ALL TESTS PASSED!" in result.stdout
+
+
+def test_hub_t5_without_network_is_a_one_line_error():
+    result = run_script("test_perceiver_architecture.py", "--t5_model", "t5-small")
+    assert_user_error(result, "cannot load T5 model 't5-small'", "save_pretrained",
+                      "scratch-t5-small")

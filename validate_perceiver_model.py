@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Validate a trained checkpoint: BLEU, chrF, mode-collapse check, lengths, samples, JSON.
+
+    python validate_perceiver_model.py --checkpoint runs/x/best_model.pt \\
+        --features FEATURES_DIR --manifest MANIFEST.tsv --output runs/x/validation_results
+"""
+import argparse
+
+from common.device import resolve_device
+from common.errors import UserError, cli_main
+from evaluation.generation import add_generation_args
+from evaluation.validate import format_report, validate_checkpoint, write_results
+from models.checkpoint import load_model
+from training.precision import resolve_precision
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="best_model.pt or last_model.pt")
+    p.add_argument("--features", required=True, help="directory of feature files")
+    p.add_argument("--manifest", required=True, help="TSV manifest with references")
+    p.add_argument("--output", default="validation_results",
+                   help="directory for validation_summary.json and translations.txt")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
+    p.add_argument("--num_samples", type=int, default=10, help="sample translations to show")
+    add_generation_args(p, default_note="the checkpoint's training settings")
+    args = p.parse_args(argv)
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        raise UserError("--batch_size and --limit must be at least 1", "command line")
+    return args
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    model, tokenizer, ckpt = load_model(args.checkpoint, device)
+    summary, ids, refs, hyps = validate_checkpoint(model, tokenizer, ckpt, args, device,
+                                                   resolve_precision(args.precision, device))
+    print(format_report(summary, refs, hyps, args.num_samples))
+    summary_path, translations_path = write_results(args.output, summary, ids, refs, hyps)
+    print(f"wrote {summary_path} and {translations_path}")
+
+
+if __name__ == "__main__":
+    main()
