@@ -4,7 +4,6 @@ torch.load(weights_only=True) only unpickles tensors and plain containers, so a 
 never executes code. Every torch.load in this project goes through load_checkpoint().
 """
 import pickle
-import zipfile
 
 import torch
 
@@ -35,15 +34,18 @@ def load_checkpoint(path, map_location="cpu"):
             raise UserError("refused to load checkpoint: it holds Python objects or code, "
                             "not only tensors", str(path),
                             "only load checkpoints written by this toolkit") from None
-        raise UserError("not a readable checkpoint (corrupt)", str(path),
-                        "use another copy, e.g. last_model.pt or best_model.pt") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise UserError(f"not a readable checkpoint (truncated or corrupt: "
-                        f"{str(error).splitlines()[0][:80]})", str(path),
-                        "use another copy, e.g. last_model.pt or best_model.pt") from None
+        raise _unreadable(path, error) from None
+    except Exception as error:  # whatever torch/zipfile/pickle raise: the file is damaged
+        raise _unreadable(path, error) from None
     if not isinstance(ckpt, dict):
         raise UserError("not a sonar-t5 checkpoint (no dictionary inside)", str(path))
     return ckpt
+
+
+def _unreadable(path, error):
+    detail = str(error).splitlines()[0][:80] if str(error) else type(error).__name__
+    return UserError(f"not a readable checkpoint (truncated or corrupt: {detail})", str(path),
+                     "use another copy, e.g. last_model.pt or best_model.pt")
 
 
 def model_checkpoint(model, tokenizer, train_args, **extra):

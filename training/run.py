@@ -12,8 +12,8 @@ from evaluation.generation import GenerationSettings
 
 from .distributed import broadcast, cleanup, init_distributed
 from .precision import resolve_precision
-from .setup import (DEMO_DATA_DIR, build_new_model, make_loaders, open_datasets,
-                    prepare_output_dir, resume_model)
+from .setup import (DEMO_DATA_DIR, build_new_model, check_output_dir, clear_output_dir,
+                    make_loaders, open_datasets, resume_model)
 from .trainer import Trainer
 
 # --demo: small enough to learn on 2 CPU cores in a few minutes.
@@ -69,7 +69,7 @@ def run_training(args):
 
 def _run(args, dist_info, device):
     precision = resolve_precision(args.precision, device)
-    last = prepare_output_dir(args, dist_info.is_main)
+    last, old_files = check_output_dir(args)
     if args.demo and dist_info.is_main and not Path(args.train_manifest).is_file():
         print(f"making demo data in {Path(args.output_dir) / DEMO_DATA_DIR}")
         make_demo_data(Path(args.output_dir) / DEMO_DATA_DIR, seed=0)
@@ -81,6 +81,8 @@ def _run(args, dist_info, device):
     else:
         train_set, val_set = open_datasets(args)
         model, tokenizer = build_new_model(args, train_set, lambda x: broadcast(x, dist_info))
+    if dist_info.is_main:
+        clear_output_dir(args.output_dir, old_files)
     loaders = make_loaders(args, train_set, val_set, tokenizer, dist_info, device)
     settings = GenerationSettings.from_args(args)
     trainer = Trainer(args, model, tokenizer, loaders, device, dist_info, precision, settings)

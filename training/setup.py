@@ -15,26 +15,31 @@ RUN_FILES = ("config.json", "training_history.json", "best_model.pt", "last_mode
 DEMO_DATA_DIR = "demo_data"
 
 
-def prepare_output_dir(args, is_main):
-    """Refuse to mix runs: a directory holding anything needs --resume or --overwrite."""
+def check_output_dir(args):
+    """Refuse to mix runs: a directory holding anything needs --resume or --overwrite.
+    -> (last_model.pt to resume from or None, names that --overwrite will remove)."""
     out = Path(args.output_dir)
     last = out / "last_model.pt"
     if args.resume:
         if not last.is_file():
             raise UserError("nothing to resume: no last_model.pt", str(out),
                             "drop --resume to start a new run")
-        return last
+        return last, []
     held = sorted(p.name for p in out.iterdir() if p.name != DEMO_DATA_DIR) if out.is_dir() else []
     if held and not args.overwrite:
         raise UserError(f"output directory is not empty (holds {', '.join(held[:4])})",
                         str(out), "pass --resume to continue that run, --overwrite to replace "
                                   "it, or choose another --output_dir")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in held:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return None
+    return None, held
+
+
+def clear_output_dir(output_dir, names):
+    """--overwrite, once data and model are known good: the old run's files go."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def open_datasets(args, expected_dim=None):

@@ -1,0 +1,160 @@
+"""train_sonar_with_t5.py: outputs, resume after SIGKILL, frozen encoder + cache, learning
+rates, two processes, and bad flag combinations."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from models import SonarEncoder, SonarEncoderConfig
+from models.checkpoint import load_checkpoint, load_model
+from models.sonar_encoder import save_sonar_checkpoint
+
+from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script
+
+HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_bleu", "val_chrf", "diversity",
+                "cond_gap", "lr", "epoch_time_s", "samples_per_s"}
+
+
+def train(tiny_data, out, *extra, check=True):
+    return run_script("train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
+                      "--output_dir", out, *extra, check=check)
+
+
+def test_two_epochs_write_every_file_with_documented_keys(tiny_run):
+    out, result = tiny_run
+    for name in ("config.json", "training_history.json", "best_model.pt", "last_model.pt"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "training_history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert all(HISTORY_KEYS <= set(r) for r in history)
+    assert all(len(r["samples"]) == 3 for r in history)
+    config = json.loads((out / "config.json").read_text())
+    assert {"args", "model_config", "parameters"} <= set(config)
+    last = load_checkpoint(out / "last_model.pt")
+    assert {"optimizer", "scheduler", "scaler", "rng", "epoch"} <= set(last) and last["epoch"] == 2
+    model, tok, best = load_model(out / "best_model.pt")
+    assert best["best_bleu"] == max(r["val_bleu"] for r in history)
+    assert "best validation BLEU" in result.stdout
+    assert "python validate_perceiver_model.py --checkpoint" in result.stdout
+
+
+def test_rerun_into_a_used_directory_refuses(tiny_run, tiny_data):
+    out, _ = tiny_run
+    before = (out / "best_model.pt").read_bytes()
+    result = train(tiny_data, out, "--epochs", "1", check=False)
+    assert_user_error(result, "output directory is not empty", "--resume", "--overwrite")
+    assert (out / "best_model.pt").read_bytes() == before
+
+
+def wait_for(path, predicate, proc, timeout=300):
+    start = time.time()
+    while time.time() - start < timeout:
+        if path.is_file() and predicate(path):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_sigkill_then_resume_continues_without_repeating_epochs(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "train_sonar_with_t5.py", *map(str, data_args(tiny_data)),
+            *TINY_MODEL, "--epochs", "4", "--output_dir", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    history = out / "training_history.json"
+    wait_for(history, lambda p: len(json.loads(p.read_text())) >= 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = load_checkpoint(out / "last_model.pt")["epoch"]
+    assert 1 <= done < 4
+    result = train(tiny_data, out, "--epochs", "4", "--resume")
+    assert "resuming" in result.stdout
+    epochs = [r["epoch"] for r in json.loads(history.read_text())]
+    assert epochs == [1, 2, 3, 4]
+    assert load_checkpoint(out / "last_model.pt")["epoch"] == 4
+
+
+@pytest.fixture(scope="module")
+def sonar_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    enc = SonarEncoder(SonarEncoderConfig(input_dim=16, d_model=32, num_layers=1, num_heads=4))
+    path = tmp_path_factory.mktemp("sonar") / "sonar_encoder.pt"
+    save_sonar_checkpoint(enc, path)
+    return path
+
+
+def encoder_state(path):
+    model, _, _ = load_model(path)
+    return model.encoder.state_dict()
+
+
+def test_frozen_cache_equals_no_cache_and_encoder_is_unchanged(tiny_data, sonar_checkpoint,
+                                                               tmp_path):
+    common = ["--sonar_checkpoint", sonar_checkpoint, "--freeze_encoder", "--epochs", "1"]
+    train(tiny_data, tmp_path / "cache", *common)
+    train(tiny_data, tmp_path / "nocache", *common, "--no_encoder_cache")
+    a, b = (json.loads((tmp_path / d / "training_history.json").read_text())[0]
+            for d in ("cache", "nocache"))
+    for key in ("train_loss", "val_loss", "cond_gap"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    original = torch.load(sonar_checkpoint, weights_only=True)["state_dict"]
+    for k, v in encoder_state(tmp_path / "cache" / "last_model.pt").items():
+        torch.testing.assert_close(v, original[k], rtol=0, atol=0)
+
+
+def test_unfrozen_encoder_changes_and_learning_rates_keep_their_ratio(tiny_data,
+                                                                      sonar_checkpoint, tmp_path):
+    train(tiny_data, tmp_path / "run", "--sonar_checkpoint", sonar_checkpoint, "--epochs", "1",
+          "--encoder_lr_scale", "0.2")
+    original = torch.load(sonar_checkpoint, weights_only=True)["state_dict"]
+    trained = encoder_state(tmp_path / "run" / "last_model.pt")
+    assert any(not torch.equal(v, original[k]) for k, v in trained.items())
+    lrs = json.loads((tmp_path / "run" / "training_history.json").read_text())[0]["learning_rates"]
+    assert lrs["encoder"] == pytest.approx(0.2 * lrs["bridge"])
+    assert lrs["bridge"] == pytest.approx(lrs["t5"]) and lrs["t5"] > 0
+
+
+def test_two_processes_with_torchrun(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
+                        "--epochs", "2", "--output_dir", out, "--resampler_input", "tokens",
+                        check=True)
+    assert "2 processes" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best_model.pt", "config.json", "last_model.pt", "training_history.json"]
+    history = json.loads((out / "training_history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert len(set(r["val_bleu"] for r in history)) >= 1 and history[-1]["val_loss"] > 0
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--freeze_encoder"], "--freeze_encoder without --sonar_checkpoint"),
+    (["--device", "cuda"], "no CUDA GPU is available"),
+    (["--resume"], "nothing to resume"),
+    (["--resume", "--overwrite"], "contradict"),
+])
+def test_bad_flag_combinations(tiny_data, tmp_path, flags, fragment):
+    result = train(tiny_data, tmp_path / "run", "--epochs", "1", *flags, check=False)
+    assert_user_error(result, fragment)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_demo_runs_and_its_next_commands_work(tmp_path):
+    out = tmp_path / "demo"
+    result = run_script("train_sonar_with_t5.py", "--demo", "--epochs", "1", "--output_dir", out,
+                        check=True)
+    commands = [line.strip() for line in result.stdout.splitlines()
+                if line.strip().startswith("python ")]
+    assert len(commands) == 2
+    for command in commands:
+        run_script(*command.split()[1:], check=True)
+    assert (out / "training_curves.png").is_file()
+    assert (out / "validation_results" / "validation_summary.json").is_file()
