@@ -116,9 +116,11 @@ def test_unfrozen_encoder_changes_and_learning_rates_keep_their_ratio(tiny_data,
     original = torch.load(sonar_checkpoint, weights_only=True)["state_dict"]
     trained = encoder_state(tmp_path / "run" / "last_model.pt")
     assert any(not torch.equal(v, original[k]) for k, v in trained.items())
-    lrs = json.loads((tmp_path / "run" / "training_history.json").read_text())[0]["learning_rates"]
-    assert lrs["encoder"] == pytest.approx(0.2 * lrs["bridge"])
-    assert lrs["bridge"] == pytest.approx(lrs["t5"]) and lrs["t5"] > 0
+    groups = load_checkpoint(tmp_path / "run" / "last_model.pt")["optimizer"]["param_groups"]
+    lrs = {g["name"]: g["initial_lr"] for g in groups}  # the peak LR, before the schedule
+    assert lrs["encoder"] == lrs["encoder_no_decay"] == pytest.approx(0.2 * 1e-3)
+    assert lrs["bridge"] == lrs["t5"] == lrs["t5_no_decay"] == pytest.approx(1e-3)
+    assert {g["name"]: g["weight_decay"] for g in groups}["t5_no_decay"] == 0
 
 
 def test_two_processes_with_torchrun(tiny_data, tmp_path):
