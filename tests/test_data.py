@@ -192,13 +192,44 @@ def nan_values(manifest, features):
     return ["NaN or Inf", "val_00006.npy"]
 
 
+def manifest_missing(manifest, features):
+    manifest.unlink()
+    return ["manifest not found", "train.tsv"]
+
+
+def manifest_empty(manifest, features):
+    manifest.write_text("")
+    return ["manifest is empty", "train.tsv"]
+
+
+def manifest_not_utf8(manifest, features):
+    manifest.write_bytes(manifest.read_bytes().replace(b"the", b"th\xe9", 1))
+    return ["manifest is not UTF-8", "train.tsv"]
+
+
+def features_dir_missing(manifest, features):
+    import shutil
+    shutil.rmtree(features)
+    return ["features directory not found", "features/train"]
+
+
+def zero_frames(manifest, features):
+    np.save(features / "val_00005.npy", np.zeros((0, 16), np.float16))
+    return ["zero frames", "val_00005.npy"]
+
+
+LAZY = ("corrupt_file", "wrong_dimension", "nan_values", "zero_frames")
+
+
 @pytest.mark.parametrize("mutate", [missing_files, empty_text, duplicate_id, wrong_field_count,
                                     header_without_text, corrupt_file, wrong_dimension,
-                                    nan_values], ids=lambda f: f.__name__)
+                                    nan_values, manifest_missing, manifest_empty,
+                                    manifest_not_utf8, features_dir_missing, zero_frames],
+                         ids=lambda f: f.__name__)
 def test_bad_input_is_one_line_error(tmp_path, tiny_data, mutate):
     result, fragments, out = bad_run(tmp_path, tiny_data, mutate)
     assert_user_error(result, *fragments)
-    if mutate in (corrupt_file, wrong_dimension, nan_values):
+    if mutate.__name__ in LAZY:
         return  # met while training: the run was under way (and --overwrite asked for it)
     # Found up front: the earlier run that --overwrite would replace is still there.
     assert (out / "best_model.pt").read_text() == "an earlier run's"
