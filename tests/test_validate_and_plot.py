@@ -49,7 +49,7 @@ def test_batched_generation_equals_batch_size_one(tiny_run, tiny_data, tmp_path)
             == read_translations(tmp_path / "b1" / "translations.txt"))
 
 
-@pytest.mark.parametrize("case", ["missing", "not_a_checkpoint", "missing_features"])
+@pytest.mark.parametrize("case", ["missing", "not_a_checkpoint", "truncated", "missing_features"])
 def test_validate_errors(tiny_run, tiny_data, tmp_path, case):
     run, _ = tiny_run
     if case == "missing":
@@ -59,6 +59,11 @@ def test_validate_errors(tiny_run, tiny_data, tmp_path, case):
         (tmp_path / "fake.pt").write_text("hello")
         args = ["--checkpoint", tmp_path / "fake.pt"]
         fragment = "not a readable checkpoint"
+    elif case == "truncated":  # what a crash mid-write would leave without the atomic write
+        data = (run / "best_model.pt").read_bytes()
+        (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+        args = ["--checkpoint", tmp_path / "half.pt"]
+        fragment = "not a readable checkpoint (truncated or corrupt"
     else:
         args = ["--checkpoint", run / "best_model.pt"]
         fragment = "24 of 24 feature files are missing"
