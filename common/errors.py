@@ -39,5 +39,8 @@ def cli_main(main):
         except UserError as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(error.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C before anything worth saving existed
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper

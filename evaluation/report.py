@@ -33,15 +33,17 @@ def summarize(history):
 
 def format_summary(name, s):
     minutes = s["total_time_s"] / 60
+    train = "n/a" if s["final_train_loss"] is None else f"{s['final_train_loss']:.4f}"
     return (f"{name}: best BLEU {s['best_bleu']:.2f} at epoch {s['best_epoch']}; final train "
-            f"loss {s['final_train_loss']:.4f}, val loss {s['final_val_loss']:.4f}, "
+            f"loss {train}, val loss {s['final_val_loss']:.4f}, "
             f"cond_gap {s['final_cond_gap']:.3f}; {s['epochs_run']} epochs in {minutes:.1f} min")
 
 
 def plot_run(history, output, title):
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_bleu, ax_gap) = plt.subplots(1, 3, figsize=(15, 4.5))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", color="blue", label="train")
+    train = [float("nan") if r["train_loss"] is None else r["train_loss"] for r in history]
+    ax_loss.plot(epochs, train, "o-", color="blue", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", color="red", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss (cross-entropy)", title="Loss")
     bleu = [r["val_bleu"] for r in history]

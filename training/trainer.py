@@ -55,7 +55,7 @@ class Trainer:
         self.scaler = make_scaler(device, precision)
         self.state = {"epoch": 0, "batches_done": 0, "global_step": 0, "best_bleu": None,
                       "best_epoch": None, "bad_epochs": 0, "nonfinite_total": 0,
-                      "partial_loss": [0.0, 0]}
+                      "nonfinite_in_a_row": 0, "partial_loss": [0.0, 0.0]}
         self.history = []
 
     # -- frozen encoder ---------------------------------------------------------------------
@@ -98,42 +98,34 @@ class Trainer:
 
     # -- one epoch --------------------------------------------------------------------------
     def train_one_epoch(self, epoch):
+        """-> (mean training loss over finite batches, or None; samples seen)."""
         args, state = self.args, self.state
         self.ddp.train()
         sampler = self.train_loader.batch_sampler
         sampler.set_epoch(epoch, state["batches_done"])
-        # Loss summed on the device: no host sync per batch. Resuming mid-epoch starts from
-        # the sums saved at the interruption.
-        loss_sum = torch.full((), state["partial_loss"][0], device=self.device,
-                              dtype=torch.float64)
-        batches, samples, in_a_row = state["partial_loss"][1], 0, 0
-        self._partial = (loss_sum.clone(), batches)
-        n = len(self.train_loader)
+        # [loss sum, finite batches] on the device: no host sync per batch. Resuming
+        # mid-epoch starts from the sums saved at the interruption.
+        sums = torch.tensor(state["partial_loss"], device=self.device, dtype=torch.float64)
+        self._partial = sums.clone()
+        samples, n = 0, len(self.train_loader)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                    disable=not self.show)
         for i, batch in enumerate(bar):
             step_ends = (i + 1) % args.grad_accum_steps == 0 or i + 1 == n
             loss = self._forward_backward(batch, sync=step_ends)
-            loss_sum += torch.where(torch.isfinite(loss), loss, 0).double()
-            batches, samples = batches + 1, samples + len(batch["ids"])
+            finite = torch.isfinite(loss)
+            sums += torch.stack([torch.where(finite, loss, 0).double(), finite.double()])
+            samples += len(batch["ids"])
             if step_ends:
-                finite = self._optimizer_step()
-                in_a_row = 0 if finite else in_a_row + 1
-                state["nonfinite_total"] += not finite
+                self._optimizer_step(epoch)
                 state["batches_done"] = sampler.start_batch + i + 1
-                self._partial = (loss_sum.clone(), batches)  # what Ctrl-C saves
-                if in_a_row >= MAX_NONFINITE_IN_A_ROW:
-                    raise TrainingDiverged(
-                        f"training diverged: {in_a_row} non-finite steps in a row (epoch "
-                        f"{epoch}, step {state['global_step']})", str(self.out / "last_model.pt"),
-                        "the last good checkpoint is kept; lower --learning_rate, or use "
-                        "--precision fp32/bf16")
+                self._partial = sums.clone()  # what Ctrl-C saves
             if i % 20 == 0 and self.show:
                 bar.set_postfix(loss=f"{float(loss):.3f}")
-        train_loss = float(loss_sum) / max(batches, 1)
-        state.update(batches_done=0, partial_loss=[0.0, 0])
-        return all_reduce_sum([train_loss], self.dist, self.device)[0] / self.dist.world_size, \
-            samples * self.dist.world_size
+        self._partial = sums  # batches_done stays at the end until the epoch is recorded
+        loss_sum, finite_batches = all_reduce_sum(sums.tolist(), self.dist, self.device)
+        return (loss_sum / finite_batches if finite_batches else None,
+                samples * self.dist.world_size)
 
     def _forward_backward(self, batch, sync):
         labels = batch["labels"].to(self.device, non_blocking=True)
@@ -147,8 +139,9 @@ class Trainer:
             self.scaler.scale(loss / self.args.grad_accum_steps).backward()
         return loss.detach()
 
-    def _optimizer_step(self):
-        """Clip and step; a non-finite gradient norm skips the step. One host sync a step."""
+    def _optimizer_step(self, epoch):
+        """Clip and step; a non-finite gradient norm skips the step. One host sync a step.
+        Under DDP the norm is of all-reduced gradients, so every process decides alike."""
         self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm)
@@ -158,8 +151,16 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.state["global_step"] += 1
-        return finite
+        state = self.state
+        state["global_step"] += 1
+        state["nonfinite_total"] += not finite
+        state["nonfinite_in_a_row"] = 0 if finite else state["nonfinite_in_a_row"] + 1
+        if state["nonfinite_in_a_row"] >= MAX_NONFINITE_IN_A_ROW:
+            raise TrainingDiverged(
+                f"training diverged: {state['nonfinite_in_a_row']} non-finite steps in a row "
+                f"(epoch {epoch}, step {state['global_step']})", str(self.out / "last_model.pt"),
+                "the last good checkpoint is kept; lower --learning_rate, or use "
+                "--precision fp32/bf16")
 
     def validate(self):
         result = run_evaluation(self.model, self.val_loader, self.tokenizer, self.device,
@@ -181,36 +182,39 @@ class Trainer:
 
     # -- the run ----------------------------------------------------------------------------
     def fit(self):
-        args, state = self.args, self.state
-        epochs = tqdm(range(state["epoch"] + 1, args.epochs + 1), desc="epochs",
-                      disable=not self.show, initial=state["epoch"], total=args.epochs)
-        for epoch in epochs:
-            start = time.time()
-            try:
-                train_loss, samples = self.train_one_epoch(epoch)
-            except KeyboardInterrupt:
-                self._interrupted(epoch)
-            train_time = time.time() - start
-            metrics = self.validate()
-            record = self._record(epoch, train_loss, metrics, time.time() - start,
-                                  samples / train_time)
-            state["epoch"] = epoch
-            improved = state["best_bleu"] is None or record["val_bleu"] > state["best_bleu"]
-            if improved:
-                state.update(best_bleu=record["val_bleu"], best_epoch=epoch, bad_epochs=0)
-            else:
-                state["bad_epochs"] += 1
-            self.history.append(record)
-            if improved:
-                self.save("best_model.pt", with_training_state=False)
-            self.save("last_model.pt")  # after best: a crash between them re-runs the epoch
-            if self.dist.is_main:
-                write_json(self.out / "training_history.json", self.history)
-                self._report(record, metrics)
-            if args.patience and state["bad_epochs"] >= args.patience:
-                self._print(f"early stopping: no BLEU gain for {args.patience} epochs")
-                break
+        args = self.args
+        epochs = tqdm(range(self.state["epoch"] + 1, args.epochs + 1), desc="epochs",
+                      disable=not self.show, initial=self.state["epoch"], total=args.epochs)
+        epoch = self.state["epoch"] + 1
+        try:
+            for epoch in epochs:
+                self.run_epoch(epoch)
+                if args.patience and self.state["bad_epochs"] >= args.patience:
+                    self._print(f"early stopping: no BLEU gain for {args.patience} epochs")
+                    break
+        except KeyboardInterrupt:  # anywhere in the loop, between epochs too
+            self._interrupted(epoch)
         return self.history
+
+    def run_epoch(self, epoch):
+        """Train, validate, record, checkpoint: an epoch counts once it is in last_model.pt."""
+        state, start = self.state, time.time()
+        train_loss, samples = self.train_one_epoch(epoch)
+        train_time = time.time() - start
+        metrics = self.validate()
+        record = self._record(epoch, train_loss, metrics, time.time() - start,
+                              samples / train_time)
+        improved = state["best_bleu"] is None or record["val_bleu"] > state["best_bleu"]
+        self.history.append(record)
+        state.update(epoch=epoch, batches_done=0, partial_loss=[0.0, 0.0],
+                     bad_epochs=0 if improved else state["bad_epochs"] + 1)
+        if improved:
+            state.update(best_bleu=record["val_bleu"], best_epoch=epoch)
+            self.save("best_model.pt", with_training_state=False)
+        self.save("last_model.pt")  # after best: a crash between them re-runs the epoch
+        if self.dist.is_main:
+            write_json(self.out / "training_history.json", self.history)
+            self._report(record, metrics)
 
     def _record(self, epoch, train_loss, metrics, epoch_time, samples_per_s):
         div = metrics["diversity"]
@@ -230,7 +234,7 @@ class Trainer:
 
     def _report(self, r, metrics):
         self._print(
-            f"epoch {r['epoch']}/{self.args.epochs}  train_loss {r['train_loss']:.4f}  "
+            f"epoch {r['epoch']}/{self.args.epochs}  train_loss {_num(r['train_loss'])}  "
             f"val_loss {r['val_loss']:.4f}  BLEU {r['val_bleu']:.2f}  chrF {r['val_chrf']:.1f}  "
             f"unique {r['diversity']:.0%}  cond_gap {r['cond_gap']:.3f}  lr {r['lr']:.2e}  "
             f"{r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s)")
@@ -239,18 +243,27 @@ class Trainer:
         if metrics["diversity"]["collapsed"]:
             self._print(f"  warning: mode collapse: '{r['most_common']}' is "
                         f"{r['most_common_pct']:.0f}% of validation outputs")
-        falling = len(self.history) > 1 and r["train_loss"] < self.history[0]["train_loss"]
+        first = self.history[0]["train_loss"]
+        falling = None not in (first, r["train_loss"]) and r["train_loss"] < first
         if falling and r["cond_gap"] < COND_GAP_WARNING:
             self._print(f"  warning: conditioning gap {r['cond_gap']:.3f} while the training "
                         "loss falls: the decoder is ignoring its input (mode collapse ahead); "
                         "try --resampler_input tokens or --word_dropout 0.1")
 
     def _interrupted(self, epoch):
-        self.state["partial_loss"] = [float(self._partial[0]), self._partial[1]]
+        """Ctrl-C: save where training stands (mid-epoch too) and say how to resume."""
+        if self.state["epoch"] < epoch:  # the epoch is not recorded yet: keep its progress
+            self.state["partial_loss"] = self._partial.tolist()
         self.save("last_model.pt")
+        if self.dist.is_main:
+            write_json(self.out / "training_history.json", self.history)
         argv = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
         command = shlex.join(["python", Path(sys.argv[0]).name, *argv, "--resume"])
         self._print(f"\ninterrupted in epoch {epoch} after {self.state['batches_done']} batches; "
                     f"saved {self.out / 'last_model.pt'}\nresume with: {command}")
         sys.exit(130)
 
+
+def _num(value):
+    """A loss for the console; None when every batch of the epoch was non-finite."""
+    return "n/a" if value is None else f"{value:.4f}"
