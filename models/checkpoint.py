@@ -21,7 +21,14 @@ def save_checkpoint(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path, map_location="cpu"):
+# What each kind of checkpoint is, and which file the user should pass instead.
+KINDS = {"sonar_t5": ("sonar-t5 model", "pass best_model.pt or last_model.pt from a training run"),
+         "sonar_encoder": ("SONAR encoder", "pass a file written by "
+                                            "models.sonar_encoder.save_sonar_checkpoint")}
+
+
+def load_checkpoint(path, kind=None, map_location="cpu"):
+    """The checkpoint dict; with `kind`, checked to be that kind of checkpoint."""
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -39,6 +46,9 @@ def load_checkpoint(path, map_location="cpu"):
         raise _unreadable(path, error) from None
     if not isinstance(ckpt, dict):
         raise UserError("not a sonar-t5 checkpoint (no dictionary inside)", str(path))
+    if kind and ckpt.get("kind") != kind:
+        name, fix = KINDS[kind]
+        raise UserError(f"not a {name} checkpoint", str(path), fix)
     return ckpt
 
 
@@ -61,10 +71,7 @@ def save_model(path, model, tokenizer, train_args, **extra):
 
 def load_model(path, device="cpu"):
     """-> (SonarT5 in eval mode on device, Tokenizer, the checkpoint dict)."""
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != "sonar_t5" or "model_config" not in ckpt:
-        raise UserError("not a sonar-t5 model checkpoint", str(path),
-                        "pass best_model.pt or last_model.pt from a training run")
+    ckpt = load_checkpoint(path, kind="sonar_t5")
     model = SonarT5(SonarT5Config.from_dict(ckpt["model_config"]))
     load_state_dict_strict(model, ckpt["state_dict"], path)
     return model.to(device).eval(), Tokenizer.from_tensor(ckpt["tokenizer"]), ckpt

@@ -95,11 +95,8 @@ def save_sonar_checkpoint(encoder, path):
 
 def load_sonar_checkpoint(path):
     """Rebuild a SonarEncoder from --sonar_checkpoint, naming any key that does not fit."""
-    from .checkpoint import load_checkpoint
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != "sonar_encoder" or "config" not in ckpt:
-        raise UserError("not a SONAR encoder checkpoint", str(path),
-                        "pass a file written by models.sonar_encoder.save_sonar_checkpoint")
+    from .checkpoint import load_checkpoint  # here: checkpoint.py imports this module
+    ckpt = load_checkpoint(path, kind="sonar_encoder")
     encoder = SonarEncoder(SonarEncoderConfig.from_dict(ckpt["config"]))
     load_state_dict_strict(encoder, ckpt["state_dict"], path)
     return encoder

@@ -27,12 +27,13 @@ DATA_FLAGS = ("train_features", "train_manifest", "val_features", "val_manifest"
 
 
 def check_args(args):
-    if args.demo:
-        data_dir = Path(args.output_dir) / DEMO_DATA_DIR
-        paths = demo_paths(data_dir)
-        args.train_features, args.train_manifest = map(str, paths["train"])
-        args.val_features, args.val_manifest = map(str, paths["val"])
-        args.test_features, args.test_manifest = map(str, paths["test"])
+    if args.demo:  # the demo data under the output directory, unless paths were given
+        paths = demo_paths(Path(args.output_dir) / DEMO_DATA_DIR)
+        for split in ("train", "val", "test"):
+            features, manifest = f"{split}_features", f"{split}_manifest"
+            if not getattr(args, features, None):
+                setattr(args, features, str(paths[split][0]))
+                setattr(args, manifest, str(paths[split][1]))
     missing = [f"--{f}" for f in DATA_FLAGS if not getattr(args, f)]
     if missing:
         raise UserError(f"missing {', '.join(missing)}", "command line",
@@ -114,7 +115,8 @@ def _print_next_steps(args, trainer, history):
     print(f"\nbest validation BLEU {best['best_bleu']:.2f} at epoch {best['best_epoch']} "
           f"({len(history)} epochs); outputs in {out}/: config.json, training_history.json, "
           "best_model.pt, last_model.pt")
-    features, manifest = ((args.test_features, args.test_manifest) if args.demo
+    test = getattr(args, "test_manifest", None)  # the demo's held-out split
+    features, manifest = ((args.test_features, test) if test and Path(test).is_file()
                           else (args.val_features, args.val_manifest))
     print("next:\n"
           f"  python validate_perceiver_model.py --checkpoint {out / 'best_model.pt'} "
