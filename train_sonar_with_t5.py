@@ -7,6 +7,7 @@
 """
 import argparse
 
+from common.cli import HelpFormatter
 from common.errors import cli_main
 from evaluation.generation import add_generation_args
 from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
@@ -15,7 +16,7 @@ from training.run import DEMO_DEFAULTS, run_training
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--train_features", help="directory of training feature files")
     data.add_argument("--train_manifest", help="training TSV manifest")

@@ -7,6 +7,7 @@
 import argparse
 
 from common.device import resolve_device
+from common.cli import HelpFormatter
 from common.errors import UserError, cli_main
 from evaluation.generation import add_generation_args
 from evaluation.validate import format_report, validate_checkpoint, write_results
@@ -16,7 +17,7 @@ from training.precision import resolve_precision
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="best_model.pt or last_model.pt")
     p.add_argument("--features", required=True, help="directory of feature files")
     p.add_argument("--manifest", required=True, help="TSV manifest with references")
