@@ -1,5 +1,6 @@
 """data/: every manifest layout, feature formats, sampler, demo data, and bad input."""
 import hashlib
+import shutil
 
 import numpy as np
 import pytest
@@ -116,7 +117,6 @@ def test_demo_data_is_deterministic(tmp_path):
 # -- bad input, passed to the training script as a user would -------------------------------
 def bad_run(tmp_path, tiny_data, mutate):
     """Copy the tiny data's val split as the training split, break it, and train on it."""
-    import shutil
     data = tmp_path / "data"
     shutil.copytree(tiny_data / "features" / "val", data / "features" / "train")
     (data / "manifests").mkdir(parents=True)
@@ -208,7 +208,6 @@ def manifest_not_utf8(manifest, features):
 
 
 def features_dir_missing(manifest, features):
-    import shutil
     shutil.rmtree(features)
     return ["features directory not found", "features/train"]
 
@@ -233,3 +232,12 @@ def test_bad_input_is_one_line_error(tmp_path, tiny_data, mutate):
         return  # met while training: the run was under way (and --overwrite asked for it)
     # Found up front: the earlier run that --overwrite would replace is still there.
     assert (out / "best_model.pt").read_text() == "an earlier run's"
+
+
+def test_errors_met_in_dataloader_workers_are_one_line(tmp_path, tiny_data):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "features" / "train" / "train_00002.npy").write_bytes(b"\x93NUMPY garbage")
+    result = run_script("train_sonar_with_t5.py", *data_args(data), *TINY_MODEL, "--epochs", "1",
+                        "--num_workers", "2", "--output_dir", tmp_path / "out")
+    assert_user_error(result, "cannot read feature file", "train_00002.npy")
