@@ -80,6 +80,7 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *f
                       GenerationSettings(num_beams=1, max_new_tokens=args.max_new_tokens))
     setup = time.time() - start
     trainer.train_one_epoch(1)  # warm-up epoch (allocator, caches)
+    trainer.state.update(batches_done=0, partial_loss=[0.0, 0.0])  # as run_epoch() does
     sync(device)
     start = time.time()
     trainer.train_one_epoch(2)
