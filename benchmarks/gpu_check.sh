@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The CUDA paths in one short run, for a machine with a GPU (about 5 minutes on one GPU):
+# smoke test, bf16 and fp16 (GradScaler + T5 guard) training with generation on the demo
+# data, validation, then the throughput benchmark. Results land in ${OUT:-gpu_check}/.
+set -euo pipefail
+out=${OUT:-gpu_check}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
+python test_perceiver_architecture.py --device cuda
+for precision in bf16 fp16; do
+    python train_sonar_with_t5.py --demo --device cuda --precision "$precision" --epochs 3 \
+        --batch_size 64 --num_workers 2 --output_dir "$out/demo_$precision" --overwrite
+done
+python validate_perceiver_model.py --checkpoint "$out/demo_bf16/best_model.pt" --device cuda \
+    --features "$out/demo_bf16/demo_data/features/test" \
+    --manifest "$out/demo_bf16/demo_data/manifests/test.tsv" --output "$out/validation"
+python -m benchmarks.run --device cuda --num_train 1024 --num_val 256 --num_generate 1000 \
+    --batch_size 32 --output "$out/benchmark.json"
