@@ -1,9 +1,9 @@
 """The training loop: train_one_epoch(), validate(), checkpoints, history, early stopping."""
 import random
-from contextlib import nullcontext
 import shlex
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
