@@ -1,10 +1,30 @@
 """Files written so that a crash mid-write leaves the previous version intact."""
 import json
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+
+
+@contextmanager
+def ctrl_c_deferred():
+    """Ctrl-C inside the block takes effect when it ends, so a write is never cut short
+    (torch.save interrupted half-way raises its own error instead of KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def atomic_write(path, write_fn, binary=True):
@@ -13,7 +33,11 @@ def atomic_write(path, write_fn, binary=True):
     os.replace is atomic on POSIX, so readers see the old file or the new one, never half.
     A failure (full disk, say) removes the temp file and leaves `path` untouched.
     """
-    path = Path(path)
+    with ctrl_c_deferred():
+        _atomic_write(Path(path), write_fn, binary)
+
+
+def _atomic_write(path, write_fn, binary):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:

@@ -233,3 +233,17 @@ def test_every_torch_load_is_weights_only():
             if "torch.load(" in line and "weights_only=True" not in line:
                 offenders.append(f"{path.relative_to(ROOT)}:{number}")
     assert not offenders, offenders
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write(tmp_path):
+    from common.files import atomic_write
+
+    def write(f):
+        f.write(b"first half ")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the write
+        f.write(b"second half")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "ckpt.pt", write)
+    assert (tmp_path / "ckpt.pt").read_bytes() == b"first half second half"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

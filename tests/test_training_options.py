@@ -1,0 +1,53 @@
+"""Training flags beyond the defaults: each one does what --help says."""
+import json
+
+import torch
+
+from data.synthetic import make_demo_data
+from models.checkpoint import load_model
+
+from .test_training import train
+
+
+def history(out):
+    return json.loads((out / "training_history.json").read_text())
+
+
+def test_normalize_max_frames_accumulation_and_eval_batch(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_data, out, "--epochs", "1", "--normalize_features", "--max_frames", "12",
+          "--grad_accum_steps", "2", "--eval_batch_size", "5", "--max_target_length", "8")
+    model, _, ckpt = load_model(out / "last_model.pt")
+    assert model.config.max_frames == 12 and model.config.normalize_features
+    assert not torch.equal(model.feature_mean, torch.zeros_like(model.feature_mean))
+    assert (model.feature_std > 0).all()
+    assert history(out)[0]["step"] == 3  # 6 batches, 2 per optimizer step
+    assert ckpt["train_args"]["eval_batch_size"] == 5
+
+
+def test_patience_stops_a_run_that_does_not_improve(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny_data, out, "--epochs", "5", "--patience", "1", "--learning_rate", "0")
+    assert [r["epoch"] for r in history(out)] == [1, 2]  # epoch 2 no better: stop
+    assert "early stopping: no BLEU gain for 1 epochs" in result.stdout
+
+
+def test_identity_encoder_on_sonar_embeddings(tmp_path):
+    data = make_demo_data(tmp_path / "data", num_train=48, num_val=8, num_test=1,
+                          feature_dim=1024, seed=0)
+    out = tmp_path / "run"
+    train(data, out, "--epochs", "1", "--identity_encoder")
+    model, _, _ = load_model(out / "last_model.pt")
+    assert model.parameter_counts()["encoder"] == 0
+    assert model.encoder.config.identity
+
+
+def test_skip_missing_trains_on_the_rest(tiny_data, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "features" / "train" / "train_00004.npy").unlink()
+    result = train(data, tmp_path / "run", "--epochs", "1", "--skip_missing")
+    assert "skipping 1 rows" in result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["train_samples"] == 95
