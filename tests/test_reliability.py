@@ -89,9 +89,11 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tiny_data, tmp
     last = load_checkpoint(out / "last_model.pt")
     assert last["epoch"] in (1, 2)
     load_model(out / "best_model.pt")
+    assert list(out.glob(".*.tmp"))  # what the killed write left beside the checkpoint
     run_script("train_sonar_with_t5.py", *train_argv(tiny_data, out, "--epochs", 3, "--resume"),
                check=True)
     assert_complete(out, 3)
+    assert not list(out.glob(".*.tmp"))  # cleaned up by --resume
 
 
 FULL_DISK_ON_SECOND_EPOCH = """

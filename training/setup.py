@@ -24,6 +24,8 @@ def check_output_dir(args):
         if not last.is_file():
             raise UserError("nothing to resume: no last_model.pt", str(out),
                             "drop --resume to start a new run")
+        for stale in out.glob(".*.tmp"):  # half-written by a run killed mid-save
+            stale.unlink(missing_ok=True)
         return last, []
     held = sorted(p.name for p in out.iterdir() if p.name != DEMO_DATA_DIR) if out.is_dir() else []
     if held and not args.overwrite:
