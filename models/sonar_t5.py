@@ -1,6 +1,6 @@
 """SonarT5: SonarEncoder -> bridge (Perceiver Resampler | ProjectionBridge) -> T5 decoder."""
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,6 @@ class SonarT5Config:
     num_heads: int = 8
     max_frames: int = 0  # 0 = keep every frame; else uniform subsampling (data side)
     normalize_features: bool = False
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d):

@@ -31,10 +31,6 @@ class CachedStatesDataset(Dataset):
     def rows(self):
         return self.source.rows
 
-    @property
-    def texts(self):
-        return self.source.texts
-
 
 @torch.no_grad()
 def cache_encoder_states(model, loader, device, precision, show_progress=True):
