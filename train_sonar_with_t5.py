@@ -83,6 +83,9 @@ def build_parser():
     opt.add_argument("--grad_accum_steps", type=int, default=1)
     opt.add_argument("--max_grad_norm", type=float, default=1.0)
     opt.add_argument("--fused_adamw", action="store_true", help="fused AdamW kernel (CUDA)")
+    opt.add_argument("--compile", action="store_true",
+                     help="torch.compile the training forward pass (a one-off compile of a "
+                          "minute or more; measured no gain on CPU, see README Performance)")
     opt.add_argument("--seed", type=int, default=42)
 
     evaluation = p.add_argument_group("evaluation")

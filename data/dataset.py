@@ -98,8 +98,9 @@ class LengthGroupedBatchSampler:
     Training (shuffle=True): a seeded permutation is cut into mega-batches of
     `mega_batch_mult` batches, each sorted by length and cut into batches; the batch order
     is then shuffled. Evaluation (shuffle=False): all samples sorted by length. Each process
-    (rank) takes every num_replicas-th batch; the batch list is padded by repeating so all
-    processes get the same count (DistributedSampler semantics). set_epoch() reseeds.
+    (rank) takes every num_replicas-th batch. In training the batch list is padded by
+    repeating so all processes get the same count (DDP needs one backward each); evaluation
+    is not padded, so each sample is scored once. set_epoch() reseeds.
     """
 
     def __init__(self, lengths, batch_size, *, shuffle=True, seed=0, num_replicas=1, rank=0,
@@ -128,16 +129,19 @@ class LengthGroupedBatchSampler:
 
     def _my_batches(self):
         batches = self._batches()
-        total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
-        batches += batches[: total - len(batches)]
+        if self.shuffle:
+            total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+            batches += batches[: total - len(batches)]
         return batches[self.rank::self.num_replicas]
 
     def __iter__(self):
         return iter(self._my_batches()[self.start_batch:])
 
     def __len__(self):
-        return math.ceil(math.ceil(len(self.lengths) / self.batch_size)
-                         / self.num_replicas) - self.start_batch
+        batches = math.ceil(len(self.lengths) / self.batch_size)
+        if self.shuffle:
+            return math.ceil(batches / self.num_replicas) - self.start_batch
+        return len(range(self.rank, batches, self.num_replicas)) - self.start_batch
 
 
 def padding_waste(lengths, batches):

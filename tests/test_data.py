@@ -95,6 +95,12 @@ def test_sampler_is_deterministic_covers_all_and_splits_across_processes():
     parts = [list(r) for r in ranks]
     assert len(parts[0]) == len(parts[1]) == len(ranks[0])
     assert set(i for p in parts for b in p for i in b) == set(range(1000))
+    # Evaluation: no padding duplicates, so every sample is scored exactly once.
+    ranks = [LengthGroupedBatchSampler(lengths[:70], 16, shuffle=False, num_replicas=2, rank=r)
+             for r in (0, 1)]
+    parts = [list(r) for r in ranks]
+    assert [len(p) for p in parts] == [len(r) for r in ranks] == [3, 2]
+    assert sorted(i for p in parts for b in p for i in b) == list(range(70))
 
 
 def digest(root):

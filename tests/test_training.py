@@ -123,12 +123,15 @@ def test_unfrozen_encoder_changes_and_learning_rates_keep_their_ratio(tiny_data,
     assert {g["name"]: g["weight_decay"] for g in groups}["t5_no_decay"] == 0
 
 
-def test_two_processes_with_torchrun(tiny_data, tmp_path):
+@pytest.mark.parametrize("frozen", [False, True], ids=["unfrozen", "frozen_cache"])
+def test_two_processes_with_torchrun(tiny_data, sonar_checkpoint, tmp_path, frozen):
     out = tmp_path / "ddp"
+    # Frozen: each epoch deals batches out afresh, so each process needs every sample cached.
+    flags = (["--sonar_checkpoint", sonar_checkpoint, "--freeze_encoder"] if frozen
+             else ["--resampler_input", "tokens"])
     result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2",
                         "train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
-                        "--epochs", "2", "--output_dir", out, "--resampler_input", "tokens",
-                        check=True)
+                        "--epochs", "2", "--output_dir", out, *flags, check=True)
     assert "2 processes" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "best_model.pt", "config.json", "last_model.pt", "training_history.json"]

@@ -104,6 +104,9 @@ def _run(args, dist_info, device):
         f"{dist_info.world_size} process{'es' * (dist_info.world_size > 1)}): "
         f"{len(train_set)} train / {len(val_set)} val samples, parameters: "
         + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    if args.compile:
+        say("--compile: the first batches of each new shape compile (a minute or more) "
+            "before training runs at full speed")
     history = trainer.fit()
     if dist_info.is_main:
         _print_next_steps(args, trainer, history)

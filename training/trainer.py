@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from common.errors import UserError
 from common.files import write_json
+from data.dataset import make_loader
 from evaluation.generation import run_evaluation, to_device
 from evaluation.metrics import corpus_scores, diversity
 from models.checkpoint import model_checkpoint, save_checkpoint
@@ -47,6 +48,11 @@ class Trainer:
             self.ddp = DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=args.resampler_input == "tokens" and not args.freeze_encoder)
+        if args.compile:
+            # Only the training forward: generate() and checkpoints use the plain model, so
+            # state-dict keys are unchanged. Batch and label lengths vary: after the first
+            # recompile dynamo marks them dynamic instead of compiling every new shape.
+            self.ddp = torch.compile(self.ddp)
         self.optimizer = build_optimizer(self.model, args.learning_rate, args.encoder_lr_scale,
                                          args.weight_decay, fused=args.fused_adamw)
         self.steps_per_epoch = -(-len(self.train_loader) // args.grad_accum_steps)
@@ -62,7 +68,13 @@ class Trainer:
     def _use_encoder_cache(self):
         """Swap both loaders' data for the encoder's outputs, computed once."""
         def cached(loader):
-            data = cache_encoder_states(self.model, loader, self.device, self.precision, self.show)
+            # Every sample, in every process: under torchrun each epoch deals the training
+            # batches out afresh, so a process needs more than its first epoch's share.
+            every_sample = make_loader(loader.dataset, self.collate,
+                                       loader.batch_sampler.batch_size, shuffle=False,
+                                       num_workers=loader.num_workers)
+            data = cache_encoder_states(self.model, every_sample, self.device, self.precision,
+                                        self.show)
             return torch.utils.data.DataLoader(
                 data, batch_sampler=loader.batch_sampler, collate_fn=self.collate,
                 pin_memory=self.device.type == "cuda")
