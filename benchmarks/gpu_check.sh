@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The CUDA paths in one short run, for a machine with a GPU (about 5 minutes on one GPU):
-# smoke test, bf16 and fp16 (GradScaler + T5 guard) training with generation on the demo
-# data, validation, then the throughput benchmark. Results land in ${OUT:-gpu_check}/.
+# The CUDA paths in one short run on a machine with a GPU: smoke test, bf16 and fp16
+# (GradScaler + T5 guard) training with generation on the demo data, validation, then the
+# throughput benchmark with the default and a SONAR-scale encoder. Results land in
+# ${OUT:-gpu_check}/. Not yet run (no GPU lent so far); an estimated 10 minutes on one GPU.
 set -euo pipefail
 out=${OUT:-gpu_check}
 mkdir -p "$out"
@@ -16,3 +17,6 @@ python validate_perceiver_model.py --checkpoint "$out/demo_bf16/best_model.pt" -
     --manifest "$out/demo_bf16/demo_data/manifests/test.tsv" --output "$out/validation"
 python -m benchmarks.run --device cuda --num_train 1024 --num_val 256 --num_generate 1000 \
     --batch_size 32 --output "$out/benchmark.json"
+# the same with an encoder of the SONAR ASL encoder's shape (1024 x 24)
+python -m benchmarks.run --device cuda --num_train 1024 --num_val 256 --num_generate 1000 \
+    --batch_size 32 --encoder_dim 1024 --encoder_layers 24 --output "$out/benchmark_sonar_scale.json"

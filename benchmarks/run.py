@@ -1,13 +1,16 @@
 """Throughput benchmark on How2Sign-shaped synthetic data, side by side in one run.
 
     python -m benchmarks.run [--device cpu|cuda] [--num_train 64 --num_val 32 --batch_size 8]
+                             [--encoder_dim 512 --encoder_layers 4]
 
 A t5-small-shaped T5 from scratch (32,128-token vocabulary, no download), the seed's Perceiver,
-a 768-d -> 512 x 4-layer encoder; features (T, 768) with T drawn from 100-500. Measures training
-samples/s (unfrozen; frozen without and with the encoder cache), validation samples/s (one at a
-time vs batched, greedy and beam 4), data loading with 0 and 2 workers, the time split of a
-training epoch, padding waste and peak memory. Prints a table and writes JSON; the ratios are
-what hold on a noisy machine.
+a 768-d -> encoder_dim x encoder_layers encoder; features (T, 768) with T drawn from 100-500.
+Measures training samples/s (unfrozen; frozen without and with the encoder cache; with fused
+AdamW and torch.compile), validation samples/s (one at a time vs batched, greedy and beam 4),
+data loading with 0 and 2 workers, the time split of a training epoch, padding waste and peak
+memory, and projects the wall time of 30-epoch runs on How2Sign's 31,128 training and 1,741
+validation clips from the measured rates. Prints a table and writes JSON; the ratios are what
+hold on a noisy machine.
 """
 import argparse
 import json
@@ -52,13 +55,25 @@ def write_data(root, split, count, seed):
     (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
 
 
+# How2Sign (realigned): training and validation clips; the seed's run length.
+HOW2SIGN_TRAIN, HOW2SIGN_VAL, EPOCHS = 31128, 1741, 30
+
+
+# Training set-ups side by side: the flags each adds to a run with --sonar_checkpoint.
+MODES = {"unfrozen": [], "frozen_no_cache": ["--freeze_encoder", "--no_encoder_cache"],
+         "frozen_cache": ["--freeze_encoder"],
+         "frozen_cache_fused_adamw": ["--freeze_encoder", "--fused_adamw"],
+         "frozen_cache_compile": ["--freeze_encoder", "--compile"]}
+
+
 def make_args(args, root, *extra):
     return build_parser().parse_args([
         "--train_features", str(root / "train"), "--train_manifest", str(root / "train.tsv"),
         "--val_features", str(root / "val"), "--val_manifest", str(root / "val.tsv"),
         "--output_dir", str(root / "out"), "--batch_size", str(args.batch_size),
         "--num_workers", "0", "--epochs", "2", "--t5_model", "scratch-t5-small",
-        "--max_new_tokens", str(args.max_new_tokens), *extra])
+        "--max_new_tokens", str(args.max_new_tokens), "--num_beams", str(args.val_beams),
+        *extra])
 
 
 def fresh_model(tokenizer, encoder):
@@ -68,7 +83,9 @@ def fresh_model(tokenizer, encoder):
 
 
 def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *flags):
-    """Samples/s of a steady-state training epoch through the real Trainer."""
+    """-> (training samples/s of a steady-state epoch through the real Trainer, set-up
+    seconds (the encoder cache is built there), validation samples/s as the Trainer runs it
+    at the end of each epoch: losses, generate() at --val_beams, BLEU)."""
     run_args = make_args(args, root, *flags)
     model = fresh_model(tokenizer, encoder)
     collate = Collator(tokenizer)
@@ -77,15 +94,26 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *f
                make_loader(sets[1], collate, args.batch_size, shuffle=False), collate)
     start = time.time()
     trainer = Trainer(run_args, model, tokenizer, loaders, device, Dist(), precision,
-                      GenerationSettings(num_beams=1, max_new_tokens=args.max_new_tokens))
+                      GenerationSettings.from_args(run_args))
     setup = time.time() - start
-    trainer.train_one_epoch(1)  # warm-up epoch (allocator, caches)
+    trainer.train_one_epoch(1)  # warm-up epoch (allocator, caches, torch.compile)
     trainer.state.update(batches_done=0, partial_loss=[0.0, 0.0])  # as run_epoch() does
     sync(device)
     start = time.time()
     trainer.train_one_epoch(2)
     sync(device)
-    return len(sets[0]) / (time.time() - start), setup
+    train_rate = len(sets[0]) / (time.time() - start)
+    start = time.time()
+    trainer.validate()
+    sync(device)
+    return train_rate, setup, len(sets[1]) / (time.time() - start)
+
+
+def projected_hours(train_rate, val_rate, cache_s_per_sample=0.0):
+    """Wall time of EPOCHS epochs over How2Sign from measured rates (validation every epoch,
+    the encoder cache built once)."""
+    epoch = HOW2SIGN_TRAIN / train_rate + HOW2SIGN_VAL / val_rate
+    return (EPOCHS * epoch + (HOW2SIGN_TRAIN + HOW2SIGN_VAL) * cache_s_per_sample) / 3600
 
 
 def validation_throughput(model, tokenizer, dataset, device, precision, batch_size, beams, n):
@@ -176,6 +204,17 @@ def main(argv=None):
                    help="samples for the generation-only comparison (the issue asks 1,000)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=32)
+    p.add_argument("--val_beams", type=int, default=4,
+                   help="beam size of the per-epoch validation in the training runs (the "
+                        "training default)")
+    p.add_argument("--encoder_dim", type=int, default=512,
+                   help="encoder width (512 x 4 = what train_sonar_with_t5.py builds without "
+                        "--sonar_checkpoint; ssvp_slt's SONAR ASL encoder, a t5-v1_1-large "
+                        "encoder, is 1024 x 24)")
+    p.add_argument("--encoder_layers", type=int, default=4)
+    p.add_argument("--train_modes", nargs="+", choices=list(MODES), default=list(MODES),
+                   help="training set-ups to measure (default: all; an unfrozen SONAR-scale "
+                        "encoder needs more than 24 GB of RAM at batch 8)")
     p.add_argument("--output", default="benchmarks/results.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -187,11 +226,14 @@ def main(argv=None):
             FeatureDataset(root / "val.tsv", root / "val"))
     tokenizer = train_tokenizer(sets[0].texts, vocab_size=60)
     torch.manual_seed(0)
-    encoder = build_encoder(None, 768)
+    encoder = build_encoder(None, 768, d_model=args.encoder_dim, num_layers=args.encoder_layers,
+                            num_heads=max(1, args.encoder_dim // 64))
     save_sonar_checkpoint(encoder, root / "sonar.pt")
     r = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
          f"cpu ({torch.get_num_threads()} threads)", "precision": precision,
-         "num_train": args.num_train, "num_val": args.num_val, "batch_size": args.batch_size}
+         "num_train": args.num_train, "num_val": args.num_val, "batch_size": args.batch_size,
+         "val_beams": args.val_beams, "encoder": f"{args.encoder_dim} x {args.encoder_layers}",
+         "encoder_params": sum(p.numel() for p in encoder.parameters())}
 
     lengths = sets[0].lengths
     grouped = list(LengthGroupedBatchSampler(lengths, args.batch_size, seed=0))
@@ -205,17 +247,17 @@ def main(argv=None):
             sets[0], tokenizer, args.batch_size, workers)
 
     sonar = ["--sonar_checkpoint", str(root / "sonar.pt")]
-    r["train_unfrozen"], _ = train_throughput(args, root, device, precision, tokenizer, encoder,
-                                              sets, *sonar)
-    r["train_frozen_no_cache"], _ = train_throughput(
-        args, root, device, precision, tokenizer, encoder, sets, *sonar, "--freeze_encoder",
-        "--no_encoder_cache")
-    r["train_frozen_cache"], r["cache_build_s"] = train_throughput(
-        args, root, device, precision, tokenizer, encoder, sets, *sonar, "--freeze_encoder")
-
-    r["train_frozen_cache_fused_adamw"], _ = train_throughput(
-        args, root, device, precision, tokenizer, encoder, sets, *sonar, "--freeze_encoder",
-        "--fused_adamw")
+    r["projected_hours"] = {}
+    for mode in args.train_modes:
+        r[f"train_{mode}"], setup, r[f"val_in_training_{mode}"] = train_throughput(
+            args, root, device, precision, tokenizer, encoder, sets, *sonar, *MODES[mode])
+        cache_per_sample = 0.0
+        if mode.startswith("frozen_cache"):  # its set-up is the one-off encoder pass
+            cache_per_sample = setup / (args.num_train + args.num_val)
+        if mode == "frozen_cache":
+            r["cache_build_s"] = setup
+        r["projected_hours"][mode] = projected_hours(
+            r[f"train_{mode}"], r[f"val_in_training_{mode}"], cache_per_sample)
 
     model = fresh_model(tokenizer, encoder).to(device).eval()
     eval_batch = args.batch_size * 4
@@ -233,13 +275,16 @@ def main(argv=None):
         for name, size in (("one_at_a_time", 1), ("batched", eval_batch)):
             r[f"generate_{name}_beam{beams}"] = generation_throughput(
                 model, prefix, device, precision, size, beams, args.max_new_tokens)
-    r["time_split_unfrozen"] = time_split(
-        fresh_model(tokenizer, encoder).to(device), make_loader(
-            sets[0], Collator(tokenizer), args.batch_size, shuffle=True), device, precision)
+    if "unfrozen" in args.train_modes:
+        r["time_split_unfrozen"] = time_split(
+            fresh_model(tokenizer, encoder).to(device), make_loader(
+                sets[0], Collator(tokenizer), args.batch_size, shuffle=True), device, precision)
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         r["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    r["ratio_frozen_cache_vs_no_cache"] = r["train_frozen_cache"] / r["train_frozen_no_cache"]
+    if {"frozen_cache", "frozen_no_cache"} <= set(args.train_modes):
+        r["ratio_frozen_cache_vs_no_cache"] = (r["train_frozen_cache"]
+                                               / r["train_frozen_no_cache"])
     for beams in (1, 4):
         r[f"ratio_val_batched_vs_one_beam{beams}"] = (r[f"val_batched_beam{beams}"]
                                                       / r[f"val_one_at_a_time_beam{beams}"])
@@ -251,35 +296,48 @@ def main(argv=None):
 
 
 def report(r):
-    rows = [("training samples/s, unfrozen", r["train_unfrozen"]),
-            ("training samples/s, frozen, no cache", r["train_frozen_no_cache"]),
-            ("training samples/s, frozen, cache", r["train_frozen_cache"]),
-            ("  (one-off cache build, s)", r["cache_build_s"]),
-            ("training samples/s, frozen, cache, fused AdamW", r["train_frozen_cache_fused_adamw"]),
-            ("validation samples/s end to end, one at a time, greedy", r["val_one_at_a_time_beam1"]),
-            ("validation samples/s end to end, batched, greedy", r["val_batched_beam1"]),
-            ("validation samples/s end to end, one at a time, beam 4", r["val_one_at_a_time_beam4"]),
-            ("validation samples/s end to end, batched, beam 4", r["val_batched_beam4"]),
+    rows = [("training samples/s, unfrozen", "train_unfrozen"),
+            ("training samples/s, frozen, no cache", "train_frozen_no_cache"),
+            ("training samples/s, frozen, cache", "train_frozen_cache"),
+            ("  (one-off cache build, s)", "cache_build_s"),
+            ("training samples/s, frozen, cache, fused AdamW", "train_frozen_cache_fused_adamw"),
+            ("training samples/s, frozen, cache, torch.compile",
+             "train_frozen_cache_compile"),
+            (f"per-epoch validation samples/s (beam {r['val_beams']}), unfrozen",
+             "val_in_training_unfrozen"),
+            ("per-epoch validation samples/s, frozen, no cache",
+             "val_in_training_frozen_no_cache"),
+            ("per-epoch validation samples/s, frozen, cache", "val_in_training_frozen_cache"),
+            ("validation samples/s end to end, one at a time, greedy", "val_one_at_a_time_beam1"),
+            ("validation samples/s end to end, batched, greedy", "val_batched_beam1"),
+            ("validation samples/s end to end, one at a time, beam 4", "val_one_at_a_time_beam4"),
+            ("validation samples/s end to end, batched, beam 4", "val_batched_beam4"),
             (f"generate() samples/s ({r['num_generate']}), one at a time, greedy",
-             r["generate_one_at_a_time_beam1"]),
-            ("generate() samples/s, batched, greedy", r["generate_batched_beam1"]),
-            ("generate() samples/s, one at a time, beam 4", r["generate_one_at_a_time_beam4"]),
-            ("generate() samples/s, batched, beam 4", r["generate_batched_beam4"]),
-            ("data loading samples/s, 0 workers", r["loading_samples_per_s_0_workers"]),
-            ("data loading samples/s, 2 workers", r["loading_samples_per_s_2_workers"]),
-            ("padding waste, length-grouped", r["padding_waste_grouped"]),
-            ("padding waste, random batches", r["padding_waste_random"]),
-            ("peak RSS, MB", r["peak_rss_mb"]),
-            ("ratio frozen cache / no cache", r["ratio_frozen_cache_vs_no_cache"]),
-            ("ratio end to end batched / one, greedy", r["ratio_val_batched_vs_one_beam1"]),
-            ("ratio end to end batched / one, beam 4", r["ratio_val_batched_vs_one_beam4"]),
-            ("ratio generate() batched / one, greedy", r["ratio_generate_batched_vs_one_beam1"]),
-            ("ratio generate() batched / one, beam 4", r["ratio_generate_batched_vs_one_beam4"])]
-    print(f"\n{r['device']}, {r['precision']}, batch {r['batch_size']}")
-    for name, value in rows:
-        print(f"  {name:<58} {value:10.3f}")
-    print("  time split of an unfrozen epoch: " + ", ".join(
-        f"{k} {v:.0%}" for k, v in r["time_split_unfrozen"].items()))
+             "generate_one_at_a_time_beam1"),
+            ("generate() samples/s, batched, greedy", "generate_batched_beam1"),
+            ("generate() samples/s, one at a time, beam 4", "generate_one_at_a_time_beam4"),
+            ("generate() samples/s, batched, beam 4", "generate_batched_beam4"),
+            ("data loading samples/s, 0 workers", "loading_samples_per_s_0_workers"),
+            ("data loading samples/s, 2 workers", "loading_samples_per_s_2_workers"),
+            ("padding waste, length-grouped", "padding_waste_grouped"),
+            ("padding waste, random batches", "padding_waste_random"),
+            ("peak RSS, MB", "peak_rss_mb"),
+            ("ratio frozen cache / no cache", "ratio_frozen_cache_vs_no_cache"),
+            ("ratio end to end batched / one, greedy", "ratio_val_batched_vs_one_beam1"),
+            ("ratio end to end batched / one, beam 4", "ratio_val_batched_vs_one_beam4"),
+            ("ratio generate() batched / one, greedy", "ratio_generate_batched_vs_one_beam1"),
+            ("ratio generate() batched / one, beam 4", "ratio_generate_batched_vs_one_beam4")]
+    print(f"\n{r['device']}, {r['precision']}, batch {r['batch_size']}, encoder {r['encoder']} "
+          f"({r['encoder_params'] / 1e6:.1f}M parameters)")
+    for name, key in rows:
+        if key in r:
+            print(f"  {name:<58} {r[key]:10.3f}")
+    if "time_split_unfrozen" in r:
+        print("  time split of an unfrozen epoch: " + ", ".join(
+            f"{k} {v:.0%}" for k, v in r["time_split_unfrozen"].items()))
+    print(f"  projected {EPOCHS} epochs on How2Sign ({HOW2SIGN_TRAIN:,} train, {HOW2SIGN_VAL:,} "
+          "val clips), hours: " + ", ".join(
+              f"{mode} {hours:.1f}" for mode, hours in r["projected_hours"].items()))
 
 
 if __name__ == "__main__":
