@@ -51,6 +51,17 @@ def test_rerun_into_a_used_directory_refuses(tiny_run, tiny_data):
     assert (out / "best_model.pt").read_bytes() == before
 
 
+def test_overwrite_replaces_the_earlier_run_at_the_first_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "best_model.pt").write_text("an earlier run's")
+    (out / "notes.txt").write_text("an earlier run's")
+    train(tiny_data, out, "--epochs", "1", "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best_model.pt", "config.json", "last_model.pt", "training_history.json"]
+    load_model(out / "best_model.pt")  # the new run's, not the text file
+
+
 def wait_for(path, predicate, proc, timeout=300):
     start = time.time()
     while time.time() - start < timeout:

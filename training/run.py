@@ -12,8 +12,8 @@ from evaluation.generation import GenerationSettings
 
 from .distributed import broadcast, cleanup, init_distributed
 from .precision import resolve_precision
-from .setup import (DEMO_DATA_DIR, build_new_model, check_output_dir, clear_output_dir,
-                    make_loaders, open_datasets, resume_model)
+from .setup import (DEMO_DATA_DIR, build_new_model, check_output_dir, make_loaders,
+                    open_datasets, replacing_old_run, resume_model)
 from .trainer import Trainer
 
 # --demo: small enough to learn on 2 CPU cores in a few minutes.
@@ -76,18 +76,23 @@ def _run(args, dist_info, device):
         make_demo_data(Path(args.output_dir) / DEMO_DATA_DIR, seed=0)
     broadcast(None, dist_info)  # wait for rank 0's files
     torch.manual_seed(args.seed)
+    ckpt = None
     if last:
         model, tokenizer, ckpt = resume_model(last)
         train_set, val_set = open_datasets(args, model.encoder.config.input_dim)
     else:
         train_set, val_set = open_datasets(args)
         model, tokenizer = build_new_model(args, train_set, lambda x: broadcast(x, dist_info))
-    if dist_info.is_main:
-        clear_output_dir(args.output_dir, old_files)
+    with replacing_old_run(args.output_dir, old_files, dist_info.is_main):
+        _train(args, dist_info, device, precision, model, tokenizer, train_set, val_set, ckpt)
+
+
+def _train(args, dist_info, device, precision, model, tokenizer, train_set, val_set, ckpt):
+    """Loaders, Trainer, config.json, the epochs; ckpt: the checkpoint resumed from, or None."""
     loaders = make_loaders(args, train_set, val_set, tokenizer, dist_info, device)
     settings = GenerationSettings.from_args(args)
     trainer = Trainer(args, model, tokenizer, loaders, device, dist_info, precision, settings)
-    if last:
+    if ckpt is not None:
         trainer.restore(ckpt)
     say = print if dist_info.is_main else (lambda *a, **k: None)
     counts = model.parameter_counts()
@@ -100,7 +105,7 @@ def _run(args, dist_info, device):
             "environment": {"device": str(device), "precision": precision,
                             "processes": dist_info.world_size, "torch": torch.__version__,
                             "python": platform.python_version()}})
-    say(f"{'resuming' if last else 'training'} on {device} ({precision}, "
+    say(f"{'resuming' if ckpt is not None else 'training'} on {device} ({precision}, "
         f"{dist_info.world_size} process{'es' * (dist_info.world_size > 1)}): "
         f"{len(train_set)} train / {len(val_set)} val samples, parameters: "
         + ", ".join(f"{k} {v:,}" for k, v in counts.items()))

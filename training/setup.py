@@ -1,5 +1,6 @@
 """Everything before the first step: output directory, data, tokenizer, model, statistics."""
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,13 +36,62 @@ def check_output_dir(args):
     return None, held
 
 
-def clear_output_dir(output_dir, names):
-    """--overwrite, once data and model are known good: the old run's files go."""
+REPLACED_DIR = ".replaced_run"  # --overwrite: the earlier run, until the new one has a checkpoint
+
+
+def set_aside_old_run(output_dir, names):
+    """--overwrite, once data and model are known good: the old run's files move into
+    .replaced_run/. They go at the new run's first checkpoint (drop_old_run); an error met
+    before that puts them back (restore_old_run), so a failed start never leaves neither run."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    aside = out / REPLACED_DIR
+    if aside.exists():  # a replacement that never reached a checkpoint: its files are partial
+        for name in names:
+            if name != REPLACED_DIR:
+                _remove(out / name)
+        return
+    aside.mkdir()
     for name in names:
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        (out / name).rename(aside / name)
+
+
+@contextmanager
+def replacing_old_run(output_dir, names, is_main):
+    """Set the old run aside for the block; put it back if the block fails before the new
+    run's first checkpoint (after that, restore_old_run finds nothing to do)."""
+    if is_main:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    replacing = is_main and bool(names)  # not for a new directory, nor for --resume
+    if replacing:
+        set_aside_old_run(output_dir, names)
+    try:
+        yield
+    except BaseException:  # errors, Ctrl-C before any checkpoint, exit(1) on divergence
+        if replacing:
+            restore_old_run(output_dir)
+        raise
+
+
+def drop_old_run(output_dir):
+    shutil.rmtree(Path(output_dir) / REPLACED_DIR, ignore_errors=True)
+
+
+def restore_old_run(output_dir):
+    """The new run stopped before its first checkpoint: its files go, the earlier run's return."""
+    out = Path(output_dir)
+    aside = out / REPLACED_DIR
+    if not aside.is_dir():
+        return
+    for path in out.iterdir():
+        if path.name not in (REPLACED_DIR, DEMO_DATA_DIR):
+            _remove(path)
+    for path in aside.iterdir():
+        path.rename(out / path.name)
+    aside.rmdir()
+
+
+def _remove(path):
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def open_datasets(args, expected_dim=None):

@@ -21,6 +21,7 @@ from .distributed import all_reduce_sum, gather_dicts
 from .encoder_cache import cache_encoder_states
 from .optim import build_optimizer, build_scheduler, learning_rates
 from .precision import autocast, guard_t5_fp16, make_scaler
+from .setup import drop_old_run
 
 MAX_NONFINITE_IN_A_ROW = 20
 COND_GAP_WARNING = 0.05  # nats/token: below this the decoder barely uses its input
@@ -95,6 +96,8 @@ class Trainer:
     def save(self, name, with_training_state=True):
         if self.dist.is_main:
             save_checkpoint(self._checkpoint(with_training_state), self.out / name)
+            if name == "last_model.pt":
+                drop_old_run(self.out)  # --overwrite: the new run now stands on its own
 
     def restore(self, ckpt):
         """Continue from last_model.pt: weights (already loaded), optimizer, schedule, RNG."""
