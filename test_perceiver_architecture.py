@@ -94,14 +94,13 @@ def main(argv=None):
         # A few steps on one sentence, so that "generates text" means text, not padding.
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         for _ in range(30):
-            loss = model(labels, features=features, mask=mask)
+            loss = model(features, mask, labels)
             require(torch.isfinite(loss), f"loss is {loss.item()}")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         model.eval()
-        prefix, prefix_mask = model.prefix(*model.encode(features, mask))
-        ids = model.generate(prefix, prefix_mask, num_beams=2, max_new_tokens=12)
+        ids = model.generate(model.prefix(features, mask), num_beams=2, max_new_tokens=12)
         text = tokenizer.decode(ids[0, 1:])
         require(text.strip(), "generated an empty sentence")
         model.train()
@@ -110,14 +109,14 @@ def main(argv=None):
 
     def gradients():
         model.zero_grad()
-        model(labels, features=features, mask=mask).backward()
+        model(features, mask, labels).backward()
         for part in ("encoder", "bridge", "t5"):
             for pname, p in getattr(model, part).named_parameters():
                 require(p.grad is not None and torch.isfinite(p.grad).all(),
                         f"{part}.{pname} has no finite gradient")
         model.zero_grad(set_to_none=True)
         model.freeze_encoder()
-        model(labels, features=features, mask=mask).backward()
+        model(features, mask, labels).backward()
         require(all(p.grad is None for p in model.encoder.parameters()),
                 "a frozen encoder received gradients")
         require(not model.encoder.training, "a frozen encoder is in training mode")

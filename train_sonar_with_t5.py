@@ -4,121 +4,125 @@
     python train_sonar_with_t5.py --demo                       # built-in demo data, CPU ok
     python train_sonar_with_t5.py --sonar_checkpoint enc.pt --train_features ... \\
         --train_manifest ... --val_features ... --val_manifest ... --output_dir runs/x
+
+main() below is the whole run, top to bottom. Each step is one call into a package:
+flags (training/args.py), the output directory (training/output_dir.py), data and model
+(training/setup.py), the frozen-encoder cache (training/encoder_cache.py), one epoch of
+training or evaluation (training/engine.py), checkpoints and resume (training/state.py).
 """
-import argparse
+import sys
+import time
+from pathlib import Path
 
-from common.cli import HelpFormatter
+import torch
+from tqdm.auto import tqdm
+
 from common.errors import cli_main
-from evaluation.generation import add_generation_args
-from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
-from training.run import DEMO_DEFAULTS, run_training
-
-
-def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
-    data = p.add_argument_group("data")
-    data.add_argument("--train_features", help="directory of training feature files")
-    data.add_argument("--train_manifest", help="training TSV manifest")
-    data.add_argument("--val_features", help="directory of validation feature files")
-    data.add_argument("--val_manifest", help="validation TSV manifest")
-    data.add_argument("--max_frames", type=int, default=0,
-                      help="uniformly subsample longer sequences to this many frames (0 = off)")
-    data.add_argument("--normalize_features", action="store_true",
-                      help="standardise each feature dimension with training-set statistics "
-                           "(stored in the checkpoint)")
-    data.add_argument("--skip_missing", action="store_true",
-                      help="drop manifest rows whose feature file is missing (with a warning) "
-                           "instead of stopping")
-    data.add_argument("--max_target_length", type=int, default=128,
-                      help="truncate reference texts to this many tokens")
-    data.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
-    data.add_argument("--demo", action="store_true",
-                      help="make the built-in demo data under --output_dir and train on it with "
-                           "CPU-friendly defaults (explicit flags still win)")
-
-    model = p.add_argument_group("model")
-    model.add_argument("--sonar_checkpoint",
-                       help="fine-tuned SONAR encoder checkpoint (without it the encoder starts "
-                            "random)")
-    model.add_argument("--identity_encoder", action="store_true",
-                       help="features already are 1024-d SONAR embeddings: no encoder")
-    model.add_argument("--encoder_dim", type=int, default=512,
-                       help="width of a random-start encoder (ignored with --sonar_checkpoint)")
-    model.add_argument("--encoder_layers", type=int, default=4,
-                       help="layers of a random-start encoder (ignored with --sonar_checkpoint)")
-    model.add_argument("--t5_model", default="t5-small",
-                       help="hub name, local save_pretrained directory, or a from-scratch "
-                            f"preset: {', '.join(T5_PRESETS)}")
-    model.add_argument("--vocab_size", type=int, default=8000,
-                       help="SentencePiece vocabulary trained for a from-scratch T5 preset")
-    model.add_argument("--bridge", default="perceiver", choices=BRIDGES,
-                       help="Perceiver Resampler, or the seed's projection baseline")
-    model.add_argument("--resampler_input", default="pooled", choices=RESAMPLER_INPUTS,
-                       help="bridge reads the pooled SONAR embedding or the encoder's token "
-                            "states (a lever against mode collapse)")
-    model.add_argument("--num_latents", type=int, default=64, help="prefix tokens for T5")
-    model.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
-    model.add_argument("--hidden_dim", type=int, default=768, help="bridge width")
-    model.add_argument("--num_heads", type=int, default=8, help="bridge attention heads")
-    model.add_argument("--freeze_encoder", action="store_true",
-                       help="keep the SONAR encoder fixed (needs --sonar_checkpoint); its "
-                            "outputs are computed once and cached")
-    model.add_argument("--no_encoder_cache", action="store_true",
-                       help="with --freeze_encoder, re-run the encoder every epoch (slower; "
-                            "for comparison)")
-
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=30)
-    opt.add_argument("--batch_size", type=int, default=16, help="per process")
-    opt.add_argument("--learning_rate", type=float, default=1e-4)
-    opt.add_argument("--encoder_lr_scale", type=float, default=0.2,
-                     help="encoder LR = learning_rate x this (0.2 = LR/5, the seed's rate)")
-    opt.add_argument("--warmup_steps", type=int, default=500)
-    opt.add_argument("--weight_decay", type=float, default=0.01)
-    opt.add_argument("--label_smoothing", type=float, default=0.1)
-    opt.add_argument("--word_dropout", type=float, default=0.0,
-                     help="replace decoder input tokens by <unk> with this probability "
-                          "(a lever against mode collapse; 0 = off)")
-    opt.add_argument("--grad_accum_steps", type=int, default=1)
-    opt.add_argument("--max_grad_norm", type=float, default=1.0)
-    opt.add_argument("--fused_adamw", action="store_true", help="fused AdamW kernel (CUDA)")
-    opt.add_argument("--compile", action="store_true",
-                     help="torch.compile the training forward pass (a one-off compile of a "
-                          "minute or more; measured no gain on CPU, see README Performance)")
-    opt.add_argument("--seed", type=int, default=42)
-
-    evaluation = p.add_argument_group("evaluation")
-    evaluation.add_argument("--eval_batch_size", type=int, default=None,
-                            help="validation batch size (default: --batch_size)")
-    evaluation.add_argument("--patience", type=int, default=0,
-                            help="stop after this many epochs without a BLEU gain (0 = off)")
-    add_generation_args(p)
-
-    run = p.add_argument_group("run")
-    run.add_argument("--output_dir", default=None,
-                     help="where the run's files go (default: runs/demo with --demo)")
-    run.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                     help="auto: bf16 on GPUs that have it, fp16 (guarded) on others, fp32 on CPU")
-    run.add_argument("--resume", action="store_true", help="continue from OUTPUT/last_model.pt")
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace the run already in --output_dir")
-    return p
-
-
-def parse_args(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.demo:  # demo defaults, under anything the user gave explicitly
-        parser.set_defaults(**DEMO_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+from common.precision import guard_t5_fp16
+from evaluation.generation import GenerationSettings
+from models.checkpoint import load_model
+from training.args import parse_args
+from training.distributed import open_runtime
+from training.encoder_cache import cached_loader
+from training.engine import epoch_record, evaluate, report_epoch, train_one_epoch
+from training.optim import build_optimization
+from training.output_dir import ReplacedRun, check_output_dir
+from training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
+                            wrap_for_training, write_run_config)
+from training.state import TrainState, exit_interrupted, restore_progress, save_progress
 
 
 @cli_main
 def main(argv=None):
-    run_training(parse_args(argv))
+    args = parse_args(argv)  # every flag checked here, before any work
+    with open_runtime(args.device, args.precision) as runtime:
+        dist, device, say = runtime.dist, runtime.device, runtime.say
+        resume_from, old_run_files = check_output_dir(args)
+        if args.demo:
+            make_demo_data_once(args, dist)
+        torch.manual_seed(args.seed)
+
+        # Data and model: new, or (--resume) the model of last_model.pt.
+        if resume_from:
+            model, tokenizer, ckpt = load_model(resume_from)
+            train_set, val_set = open_datasets(args, model.encoder.config.input_dim)
+        else:
+            ckpt = None
+            train_set, val_set = open_datasets(args)
+            model, tokenizer = build_new_model(args, train_set, dist)
+
+        with ReplacedRun(args.output_dir, old_run_files, dist.is_main) as old_run:
+            model.to(device).train()
+            if runtime.precision == "fp16":
+                guard_t5_fp16(model.t5)
+            train_loader, val_loader = make_loaders(args, train_set, val_set, tokenizer, dist,
+                                                    device)
+            if args.freeze_encoder:
+                model.freeze_encoder()
+                if not args.no_encoder_cache:  # a frozen encoder is a fixed function: run once
+                    train_loader = cached_loader(model, train_loader, runtime)
+                    val_loader = cached_loader(model, val_loader, runtime)
+            train_model = wrap_for_training(model, args, dist, device)  # DDP, torch.compile
+            steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
+            optimization = build_optimization(model, args, steps_per_epoch, runtime)
+            state, history = TrainState(), []
+            if ckpt is not None:
+                state, history = restore_progress(ckpt, optimization)
+            settings = GenerationSettings.from_args(args)  # per-epoch validation's generate()
+            if dist.is_main:
+                write_run_config(args, model, settings, train_set, val_set, runtime)
+            say(f"{'resuming' if ckpt else 'training'} on {device} ({runtime.precision}, "
+                f"{dist.world_size} process{'es' * (dist.world_size > 1)}): "
+                f"{len(train_set)} train / {len(val_set)} val samples, parameters: "
+                + ", ".join(f"{k} {v:,}" for k, v in model.parameter_counts().items()))
+            if args.compile:
+                say("--compile: the first batches of each new shape compile (a minute or more) "
+                    "before training runs at full speed")
+
+            epoch = state.epoch + 1
+            try:
+                for epoch in tqdm(range(state.epoch + 1, args.epochs + 1), desc="epochs",
+                                  initial=state.epoch, total=args.epochs,
+                                  disable=not dist.is_main):
+                    start = time.time()
+                    train_loss, samples_per_s = train_one_epoch(
+                        epoch, train_model, train_loader, optimization, state, args, runtime)
+                    metrics = evaluate(model, val_loader, tokenizer, settings, runtime)
+                    record = epoch_record(epoch, train_loss, samples_per_s, metrics, state,
+                                          optimization, time.time() - start)
+                    history.append(record)
+                    improved = state.end_epoch(epoch, record["val_bleu"])
+                    if dist.is_main:
+                        save_progress(args, model, tokenizer, state, history, optimization,
+                                      improved)
+                        old_run.drop()  # --overwrite: the new run now stands on its own
+                        report_epoch(record, metrics["diversity"]["collapsed"], history, args,
+                                     say)
+                    if args.patience and state.bad_epochs >= args.patience:
+                        say(f"early stopping: no BLEU gain for {args.patience} epochs")
+                        break
+            except KeyboardInterrupt:  # anywhere in the loop: save where training stands
+                if dist.is_main:
+                    save_progress(args, model, tokenizer, state, history, optimization, False)
+                    old_run.drop()
+                exit_interrupted(args, epoch, state)
+        if dist.is_main:
+            print_next_steps(args, state, history)
+
+
+def print_next_steps(args, state, history):
+    out = Path(args.output_dir)
+    print(f"\nbest validation BLEU {state.best_bleu:.2f} at epoch {state.best_epoch} "
+          f"({len(history)} epochs); outputs in {out}/: config.json, training_history.json, "
+          "best_model.pt, last_model.pt")
+    test = getattr(args, "test_manifest", None)  # the demo's held-out split
+    features, manifest = ((args.test_features, test) if test and Path(test).is_file()
+                          else (args.val_features, args.val_manifest))
+    print("next:\n"
+          f"  python validate_perceiver_model.py --checkpoint {out / 'best_model.pt'} "
+          f"--features {features} --manifest {manifest} --output {out / 'validation_results'}\n"
+          f"  python plot_training_curves.py --checkpoint_dir {out}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@
 """
 import argparse
 
-from common.device import resolve_device
 from common.cli import HelpFormatter
+from common.device import resolve_device
 from common.errors import UserError, cli_main
+from common.precision import resolve_precision
 from evaluation.generation import add_generation_args
 from evaluation.validate import format_report, validate_checkpoint, write_results
 from models.checkpoint import load_model
-from training.precision import resolve_precision
 
 
 def parse_args(argv=None):

@@ -52,7 +52,7 @@ def main(argv=None):
     for epoch in range(2):
         loader.batch_sampler.set_epoch(epoch)
         for batch in loader:
-            frames += int(batch["mask"].sum())
+            frames += int(batch["input_mask"].sum())
     result = {"samples": len(dataset), "passes": 2, "data_on_disk_gb": round(on_disk, 3),
               "frames_read": frames, "peak_rss_mb_before": round(start_rss, 1),
               "peak_rss_mb": round(peak_rss_mb(), 1), "seconds": round(time.time() - start, 1),

@@ -3,7 +3,7 @@
     python -m benchmarks.run [--device cpu|cuda] [--num_train 64 --num_val 32 --batch_size 8]
                              [--encoder_dim 512 --encoder_layers 4]
 
-A t5-small-shaped T5 from scratch (32,128-token vocabulary, no download), the seed's Perceiver,
+A t5-small-shaped T5 from scratch (32,128-token vocabulary, no download), the original guide's Perceiver,
 a 768-d -> encoder_dim x encoder_layers encoder; features (T, 768) with T drawn from 100-500.
 Measures training samples/s (unfrozen; frozen without and with the encoder cache; with fused
 AdamW and torch.compile), validation samples/s (one at a time vs batched, greedy and beam 4),
@@ -24,15 +24,20 @@ import torch
 
 from common.device import resolve_device
 from data.dataset import Collator, FeatureDataset, LengthGroupedBatchSampler, make_loader, padding_waste
-from evaluation.generation import GenerationSettings, run_evaluation, to_device
+from common.precision import autocast, resolve_precision
+from data.dataset import model_inputs
+from evaluation.generation import GenerationSettings, run_evaluation
 from models.build import build_encoder, build_model
 from models.sonar_encoder import save_sonar_checkpoint
 from models.t5_decoder import load_t5
 from models.tokenizer import train_tokenizer
-from train_sonar_with_t5 import build_parser
-from training.distributed import Dist
-from training.precision import autocast, resolve_precision
-from training.trainer import Trainer
+from training.args import build_parser
+from training.distributed import Dist, Runtime
+from training.encoder_cache import cached_loader
+from training.engine import evaluate, train_one_epoch
+from training.optim import build_optimization
+from training.setup import wrap_for_training
+from training.state import TrainState
 
 WORDS = ("show you how to fold cut paint the paper board brush carefully now we are going "
          "first make sure this is a small large clean wooden").split()
@@ -55,7 +60,7 @@ def write_data(root, split, count, seed):
     (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
 
 
-# How2Sign (realigned): training and validation clips; the seed's run length.
+# How2Sign (realigned): training and validation clips; the original guide's run length.
 HOW2SIGN_TRAIN, HOW2SIGN_VAL, EPOCHS = 31128, 1741, 30
 
 
@@ -83,28 +88,35 @@ def fresh_model(tokenizer, encoder):
 
 
 def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *flags):
-    """-> (training samples/s of a steady-state epoch through the real Trainer, set-up
-    seconds (the encoder cache is built there), validation samples/s as the Trainer runs it
-    at the end of each epoch: losses, generate() at --val_beams, BLEU)."""
+    """-> (training samples/s of a steady-state epoch through the real training engine,
+    set-up seconds (the encoder cache is built there), validation samples/s as the training
+    run measures it at the end of each epoch: losses, generate() at --val_beams, BLEU)."""
     run_args = make_args(args, root, *flags)
-    model = fresh_model(tokenizer, encoder)
+    runtime = Runtime(device, precision, Dist())
+    model = fresh_model(tokenizer, encoder).to(device)
     collate = Collator(tokenizer)
-    loaders = (make_loader(sets[0], collate, args.batch_size, shuffle=True,
-                           pin_memory=device.type == "cuda"),
-               make_loader(sets[1], collate, args.batch_size, shuffle=False), collate)
+    train_loader = make_loader(sets[0], collate, args.batch_size, shuffle=True,
+                               pin_memory=device.type == "cuda")
+    val_loader = make_loader(sets[1], collate, args.batch_size, shuffle=False)
     start = time.time()
-    trainer = Trainer(run_args, model, tokenizer, loaders, device, Dist(), precision,
-                      GenerationSettings.from_args(run_args))
+    if run_args.freeze_encoder:  # as train_sonar_with_t5.py's main() does
+        model.freeze_encoder()
+        if not run_args.no_encoder_cache:
+            train_loader = cached_loader(model, train_loader, runtime)
+            val_loader = cached_loader(model, val_loader, runtime)
     setup = time.time() - start
-    trainer.train_one_epoch(1)  # warm-up epoch (allocator, caches, torch.compile)
-    trainer.state.update(batches_done=0, partial_loss=[0.0, 0.0])  # as run_epoch() does
+    train_model = wrap_for_training(model, run_args, runtime.dist, device)
+    optimization = build_optimization(model, run_args, len(train_loader), runtime)
+    state = TrainState()
+    train_one_epoch(1, train_model, train_loader, optimization, state, run_args, runtime)
+    state.end_epoch(1, 0.0)  # warm-up epoch (allocator, caches, torch.compile)
     sync(device)
     start = time.time()
-    trainer.train_one_epoch(2)
+    train_one_epoch(2, train_model, train_loader, optimization, state, run_args, runtime)
     sync(device)
     train_rate = len(sets[0]) / (time.time() - start)
     start = time.time()
-    trainer.validate()
+    evaluate(model, val_loader, tokenizer, GenerationSettings.from_args(run_args), runtime)
     sync(device)
     return train_rate, setup, len(sets[1]) / (time.time() - start)
 
@@ -135,7 +147,7 @@ def prefixes(model, tokenizer, dataset, device, precision, batch_size):
     out = []
     for batch in loader:
         with autocast(device, precision):
-            out.append(model.prefix(*model.encode(**to_device(batch, device)))[0])
+            out.append(model.prefix(**model_inputs(batch, device)))
     return torch.cat(out)
 
 
@@ -147,8 +159,7 @@ def generation_throughput(model, prefix, device, precision, batch_size, beams, n
     for i in range(0, len(prefix), batch_size):
         p = prefix[i:i + batch_size]
         with autocast(device, precision):
-            model.generate(p, torch.ones(p.shape[:2], dtype=torch.long, device=device),
-                           num_beams=beams, max_new_tokens=n, early_stopping=beams > 1)
+            model.generate(p, num_beams=beams, max_new_tokens=n, early_stopping=beams > 1)
     sync(device)
     return len(prefix) / (time.time() - start)
 
@@ -175,15 +186,15 @@ def time_split(model, loader, device, precision):
 
     t = time.time()
     for batch in loader:
-        inputs = to_device(batch, device)
+        inputs = model_inputs(batch, device)
         labels = batch["labels"].to(device)
         t = tick("data", t)
         with autocast(device, precision):
-            states = model.encode(**inputs)
+            states = model.encode(inputs["inputs"], inputs["input_mask"])
             t = tick("encoder", t)
-            prefix = model.prefix(*states)
+            prefix = model.prefix(*states, encoded=True)
             t = tick("bridge", t)
-            loss = model.decoder_loss(*prefix, labels)
+            loss = model.decoder_loss(prefix, labels)
             t = tick("decoder", t)
         loss.backward()
         t = tick("backward", t)

@@ -1,6 +1,11 @@
 """Dataset, collate and the length-grouped batch sampler.
 
-Feature files are opened lazily in __getitem__: memory does not grow with the dataset.
+Every batch has one shape, whatever its source:
+    inputs (B, T, D), input_mask (B, T) True = real frame, encoded (bool), labels (B, S),
+    index (B,), ids, texts.
+`encoded` says whether the inputs already are encoder states (the frozen-encoder cache,
+training/encoder_cache.py) or raw features from files (FeatureDataset). Feature files are
+opened lazily in __getitem__: memory does not grow with the dataset.
 """
 import math
 import os
@@ -17,7 +22,7 @@ from .manifest import read_manifest
 
 
 class FeatureDataset(Dataset):
-    """Rows of a manifest whose feature files exist. Items: {index, id, text, features}."""
+    """Rows of a manifest whose feature files exist. Items: {index, id, text, inputs, encoded}."""
 
     def __init__(self, manifest, features_dir, *, max_frames=0, skip_missing=False,
                  expected_dim=None, limit=None):
@@ -50,7 +55,7 @@ class FeatureDataset(Dataset):
         x = load_features(self.paths[index], expected_dim=self.feature_dim)
         row = self.rows[index]
         return {"index": index, "id": row.id, "text": row.text,
-                "features": subsample(x, self.max_frames)}
+                "inputs": subsample(x, self.max_frames), "encoded": False}
 
     @property
     def texts(self):
@@ -71,23 +76,21 @@ class FeatureDataset(Dataset):
 
 
 class Collator:
-    """Pads features (zeros) and labels (-100) to the longest in the batch; masks mark real
-    frames (True)."""
+    """Pads inputs (zeros) and labels (-100) to the longest in the batch; input_mask marks
+    real frames (True)."""
 
     def __init__(self, tokenizer, max_target_length=128):
         self.tokenizer, self.max_target_length = tokenizer, max_target_length
 
     def __call__(self, items):
-        # Raw features, or encoder states from the frozen-encoder cache.
-        key, mask_key = ("states", "states_mask") if "states" in items[0] else ("features", "mask")
-        lengths = torch.tensor([it[key].shape[0] for it in items])
-        padded = torch.nn.utils.rnn.pad_sequence([it[key] for it in items], batch_first=True)
-        mask = torch.arange(padded.shape[1]) < lengths[:, None]
+        lengths = torch.tensor([it["inputs"].shape[0] for it in items])
+        padded = torch.nn.utils.rnn.pad_sequence([it["inputs"] for it in items], batch_first=True)
         labels = [torch.tensor(self.tokenizer.encode(it["text"], self.max_target_length))
                   for it in items]
         return {"index": torch.tensor([it["index"] for it in items]),
                 "ids": [it["id"] for it in items], "texts": [it["text"] for it in items],
-                key: padded, mask_key: mask,
+                "inputs": padded, "input_mask": torch.arange(padded.shape[1]) < lengths[:, None],
+                "encoded": items[0]["encoded"],
                 "labels": torch.nn.utils.rnn.pad_sequence(labels, batch_first=True,
                                                           padding_value=-100)}
 
@@ -157,3 +160,11 @@ def make_loader(dataset, collate, batch_size, *, shuffle, seed=0, num_workers=0,
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0)
+
+
+def model_inputs(batch, device):
+    """The keyword arguments SonarT5.prefix() and forward() take, on `device`."""
+    non_blocking = device.type == "cuda"
+    return {"inputs": batch["inputs"].to(device, non_blocking=non_blocking),
+            "input_mask": batch["input_mask"].to(device, non_blocking=non_blocking),
+            "encoded": batch["encoded"]}

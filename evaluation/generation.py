@@ -2,9 +2,11 @@
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from training.precision import autocast
+from common.precision import autocast
+from data.dataset import model_inputs
 
 
 @dataclass
@@ -47,39 +49,33 @@ def add_generation_args(parser, default_note=None):
     return group
 
 
-def to_device(batch, device):
-    """The model inputs of a batch (raw features or cached encoder states) on device."""
-    keys = ("states", "states_mask") if "states" in batch else ("features", "mask")
-    non_blocking = device.type == "cuda"
-    return {k: batch[k].to(device, non_blocking=non_blocking) for k in keys}
-
-
 @torch.no_grad()
 def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp32",
                    generate=True, desc="validating", show_progress=True):
-    """-> {loss_sum, shuffled_loss_sum, tokens, hypotheses {index: text}} for this process.
+    """-> {val_loss, cond_gap, hypotheses {index: text}}.
 
-    shuffled_loss_sum is the loss with each prefix given to another sample of the batch
-    (rolled by one): the conditioning gap is (shuffled - true) per token.
+    The conditioning gap (nats/token) is the loss with each prefix given to another sample
+    of the batch (rolled by one) minus the loss with its own: near 0, the decoder ignores its
+    input. Under torchrun the losses are summed over every process (each scores its own
+    batches); the hypotheses are this process's.
     """
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, shuffled loss, tokens
     hypotheses = {}
     for batch in tqdm(loader, desc=desc, leave=False, disable=not show_progress):
-        inputs = to_device(batch, device)
         labels = batch["labels"].to(device)
         with autocast(device, precision):
-            prefix, prefix_mask = model.prefix(*model.bridge_inputs(**inputs))
-            loss = model.decoder_loss(prefix, prefix_mask, labels, reduction="sum")
-            shuffled = model.decoder_loss(prefix.roll(1, dims=0), prefix_mask.roll(1, dims=0),
-                                          labels, reduction="sum")
-            ids = (model.generate(prefix, prefix_mask, **settings.generate_kwargs())
-                   if generate else None)
+            prefix = model.prefix(**model_inputs(batch, device))
+            loss = model.decoder_loss(prefix, labels, reduction="sum")
+            shuffled = model.decoder_loss(prefix.roll(1, dims=0), labels, reduction="sum")
+            ids = model.generate(prefix, **settings.generate_kwargs()) if generate else None
         sums += torch.stack([loss.double(), shuffled.double(),
                              (labels != -100).sum().double()])
         if ids is not None:
             for index, row in zip(batch["index"].tolist(), ids.tolist()):
                 hypotheses[index] = tokenizer.decode(row[1:])  # row[0] is the start token
+    if dist.is_initialized():
+        dist.all_reduce(sums)
     loss, shuffled, tokens = sums.tolist()
-    return {"loss_sum": loss, "shuffled_loss_sum": shuffled, "tokens": tokens,
+    return {"val_loss": loss / tokens, "cond_gap": (shuffled - loss) / tokens,
             "hypotheses": hypotheses}

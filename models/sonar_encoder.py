@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from common.checkpoint_io import load_checkpoint, load_state_dict_strict, save_checkpoint
 from common.errors import UserError
 
 SONAR_DIM = 1024
@@ -88,31 +89,13 @@ class SonarEncoder(nn.Module):
 
 def save_sonar_checkpoint(encoder, path):
     """The --sonar_checkpoint format: {'kind', 'config', 'state_dict'}."""
-    from .checkpoint import save_checkpoint
     save_checkpoint({"kind": "sonar_encoder", "config": asdict(encoder.config),
                      "state_dict": encoder.state_dict()}, path)
 
 
 def load_sonar_checkpoint(path):
     """Rebuild a SonarEncoder from --sonar_checkpoint, naming any key that does not fit."""
-    from .checkpoint import load_checkpoint  # here: checkpoint.py imports this module
     ckpt = load_checkpoint(path, kind="sonar_encoder")
     encoder = SonarEncoder(SonarEncoderConfig.from_dict(ckpt["config"]))
     load_state_dict_strict(encoder, ckpt["state_dict"], path)
     return encoder
-
-
-def load_state_dict_strict(module, state_dict, path):
-    """load_state_dict that reports missing/unexpected/misshapen keys as one UserError line."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    misshapen = sorted(k for k in set(own) & set(state_dict)
-                       if tuple(own[k].shape) != tuple(state_dict[k].shape))
-    if missing or unexpected or misshapen:
-        parts = [f"{name} keys: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                    ("wrong-shape", misshapen)) if keys]
-        raise UserError(f"checkpoint does not match the model ({'; '.join(parts)})", str(path),
-                        "use a checkpoint written for this configuration")
-    module.load_state_dict(state_dict)

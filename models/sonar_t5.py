@@ -59,34 +59,30 @@ class SonarT5(nn.Module):
         self.register_buffer("feature_std", torch.ones(input_dim))
         self.encoder_frozen = False
 
-    # -- the three stages -------------------------------------------------------------------
+    # -- the stages: features -> encoder states -> prefix -> text -------------------------
     def encode(self, features, mask):
-        """features (B, T, D_in) -> bridge inputs: (B, 1, 1024) pooled or (B, T, 1024) tokens."""
+        """features (B, T, D_in), mask (B, T) -> what the bridge reads: the pooled embedding
+        (B, 1, 1024) with a one-position mask, or the token states (B, T, 1024) with `mask`."""
         features = (features - self.feature_mean) / self.feature_std
         pooled, tokens = self.encoder(features, mask)
         if self.config.resampler_input == "tokens":
             return tokens, mask
         return pooled.unsqueeze(1), mask.new_ones(mask.shape[0], 1)
 
-    def bridge_inputs(self, features=None, mask=None, states=None, states_mask=None):
-        """Encoder states from raw features, or as given (the frozen-encoder cache)."""
-        if states is None:
-            return self.encode(features, mask)
-        return states, states_mask
+    def prefix(self, inputs, input_mask, encoded=False):
+        """A batch's inputs -> the T5 prefix (B, num_latents, d_model). `inputs` are raw
+        features, or (encoded=True) encoder states already computed (the frozen-encoder
+        cache)."""
+        states, states_mask = (inputs, input_mask) if encoded else self.encode(inputs, input_mask)
+        return self.bridge(states, states_mask)
 
-    def prefix(self, states, states_mask):
-        """Bridge inputs -> T5 prefix (B, L, d_model) and its all-valid mask."""
-        prefix = self.bridge(states, states_mask)
-        return prefix, torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
-
-    def decoder_logits(self, prefix, prefix_mask, decoder_input_ids):
+    def decoder_logits(self, prefix, decoder_input_ids):
         out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=prefix),
-                      attention_mask=prefix_mask, decoder_input_ids=decoder_input_ids,
+                      attention_mask=_all_valid(prefix), decoder_input_ids=decoder_input_ids,
                       use_cache=False)
         return out.logits
 
-    # -- training ---------------------------------------------------------------------------
-    def decoder_loss(self, prefix, prefix_mask, labels, label_smoothing=0.0, word_dropout=0.0,
+    def decoder_loss(self, prefix, labels, label_smoothing=0.0, word_dropout=0.0,
                      reduction="mean"):
         """Cross-entropy of labels (B, S; -100 = padding) given the prefix.
 
@@ -99,23 +95,24 @@ class SonarT5(nn.Module):
             drop[:, 0] = False  # keep the start token
             drop &= decoder_input_ids != self.t5.config.pad_token_id
             decoder_input_ids = decoder_input_ids.masked_fill(drop, UNK_ID)
-        logits = self.decoder_logits(prefix, prefix_mask, decoder_input_ids)
+        logits = self.decoder_logits(prefix, decoder_input_ids)
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
                                ignore_index=-100, label_smoothing=label_smoothing,
                                reduction=reduction)
 
-    def forward(self, labels, label_smoothing=0.0, word_dropout=0.0, **inputs):
-        """Training loss; inputs are features + mask, or states + states_mask."""
-        prefix, prefix_mask = self.prefix(*self.bridge_inputs(**inputs))
-        return self.decoder_loss(prefix, prefix_mask, labels, label_smoothing, word_dropout)
+    # -- the two entries: a training loss, and generation -----------------------------------
+    def forward(self, inputs, input_mask, labels, encoded=False, label_smoothing=0.0,
+                word_dropout=0.0):
+        """The training loss of a batch (see prefix() for the inputs)."""
+        return self.decoder_loss(self.prefix(inputs, input_mask, encoded), labels,
+                                 label_smoothing, word_dropout)
 
-    # -- generation -------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prefix, prefix_mask, **generation_kwargs):
+    def generate(self, prefix, **generation_kwargs):
         """HF generate() on the prefix. A fresh BaseModelOutput per call: beam search
         expands it in place."""
         return self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=prefix),
-                                attention_mask=prefix_mask, **generation_kwargs)
+                                attention_mask=_all_valid(prefix), **generation_kwargs)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def freeze_encoder(self):
@@ -140,3 +137,8 @@ class SonarT5(nn.Module):
 
     def config_dict(self):
         return json.loads(json.dumps(asdict(self.config)))
+
+
+def _all_valid(prefix):
+    """T5's attention mask over the prefix: every position is real (the bridge's latents)."""
+    return torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)

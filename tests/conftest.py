@@ -1,12 +1,17 @@
-"""Shared fixtures: tiny demo data, a tiny trained run, and running scripts as a user does."""
+"""Shared fixtures: tiny demo data, a tiny model, a tiny trained run, a tiny encoder
+checkpoint, and running scripts as a user does."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from data.synthetic import make_demo_data
+from models import SonarEncoder, SonarEncoderConfig
+from models.build import build_encoder, build_model, load_t5_and_tokenizer
+from models.sonar_encoder import save_sonar_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # A model small enough to train in seconds on 2 CPU cores.
@@ -59,3 +64,31 @@ def tiny_run(tiny_data, tmp_path_factory):
                         "--epochs", "2", "--resampler_input", "tokens", "--output_dir", out,
                         check=True)
     return out, result
+
+
+def train(tiny_data, out, *extra, check=True):
+    return run_script("train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
+                      "--output_dir", out, *extra, check=check)
+
+
+TEXTS = ["i'm going to show you how to fold the paper carefully",
+         "now we are going to cut the \"thin\" edges", "café crème, s'il vous plaît"] * 20
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    t5, tok = load_t5_and_tokenizer("t5-tiny", TEXTS, vocab_size=80)
+    encoder = build_encoder(None, input_dim=16, d_model=32, num_layers=1, num_heads=4)
+    model = build_model(t5=t5, tokenizer=tok, encoder=encoder, t5_model="t5-tiny",
+                        resampler_input="tokens", num_latents=8, hidden_dim=64, num_heads=4)
+    return model.eval(), tok
+
+
+@pytest.fixture(scope="module")
+def sonar_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    enc = SonarEncoder(SonarEncoderConfig(input_dim=16, d_model=32, num_layers=1, num_heads=4))
+    path = tmp_path_factory.mktemp("sonar") / "sonar_encoder.pt"
+    save_sonar_checkpoint(enc, path)
+    return path

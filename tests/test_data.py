@@ -65,9 +65,9 @@ def test_feature_formats_and_layouts(tmp_path):
     ds = FeatureDataset(tmp_path / "m.tsv", tmp_path)
     for i in range(3):
         item = ds[i]
-        assert item["features"].dtype == torch.float32
-        torch.testing.assert_close(item["features"], torch.from_numpy(x).float())
-    assert ds[3]["features"].shape == (1, 8)
+        assert item["inputs"].dtype == torch.float32
+        torch.testing.assert_close(item["inputs"], torch.from_numpy(x).float())
+    assert ds[3]["inputs"].shape == (1, 8)
     assert ds.lengths == [6, 6, 6, 1]
 
 

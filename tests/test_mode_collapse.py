@@ -9,18 +9,15 @@ from data.dataset import Collator, FeatureDataset, make_loader
 from evaluation.generation import GenerationSettings, run_evaluation
 from models.checkpoint import load_model
 
-from .conftest import run_script
-from .test_models import tiny_model  # noqa: F401  (fixture)
-from .test_training import sonar_checkpoint, train  # noqa: F401  (fixture)
+from .conftest import run_script, train
 
 
 def gap(model, tokenizer, data):
     dataset = FeatureDataset(data / "manifests" / "val.tsv", data / "features" / "val",
                              expected_dim=model.encoder.config.input_dim)
     loader = make_loader(dataset, Collator(tokenizer), 32, shuffle=False)  # as in training
-    r = run_evaluation(model, loader, tokenizer, torch.device("cpu"), GenerationSettings(),
-                       generate=False, show_progress=False)
-    return (r["shuffled_loss_sum"] - r["loss_sum"]) / r["tokens"]
+    return run_evaluation(model, loader, tokenizer, torch.device("cpu"), GenerationSettings(),
+                          generate=False, show_progress=False)["cond_gap"]
 
 
 class ConstantBridge(nn.Module):
@@ -48,24 +45,24 @@ def test_conditioning_gap_positive_when_trained_and_zero_for_a_constant_prefix(t
     assert gap(model, tokenizer, data) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_word_dropout_zero_is_exactly_the_default(tiny_model):  # noqa: F811
+def test_word_dropout_zero_is_exactly_the_default(tiny_model):
     model, tok = tiny_model
     model.train()
     torch.manual_seed(0)
-    prefix, mask = torch.randn(2, 8, model.t5.config.d_model), torch.ones(2, 8, dtype=torch.long)
+    prefix = torch.randn(2, 8, model.t5.config.d_model)
     labels = torch.tensor([tok.encode("fold the paper carefully")] * 2)
     torch.manual_seed(1)
-    default = model.decoder_loss(prefix, mask, labels)
+    default = model.decoder_loss(prefix, labels)
     torch.manual_seed(1)
-    zero = model.decoder_loss(prefix, mask, labels, word_dropout=0.0)
+    zero = model.decoder_loss(prefix, labels, word_dropout=0.0)
     torch.manual_seed(1)
-    half = model.decoder_loss(prefix, mask, labels, word_dropout=0.5)
+    half = model.decoder_loss(prefix, labels, word_dropout=0.5)
     model.eval()
     assert torch.equal(default, zero)
     assert not torch.equal(default, half)
 
 
-def test_tokens_input_with_frozen_encoder_and_cache(tiny_data, sonar_checkpoint, tmp_path):  # noqa: F811
+def test_tokens_input_with_frozen_encoder_and_cache(tiny_data, sonar_checkpoint, tmp_path):
     common = ["--sonar_checkpoint", sonar_checkpoint, "--freeze_encoder", "--epochs", "1",
               "--resampler_input", "tokens"]
     train(tiny_data, tmp_path / "cache", *common)

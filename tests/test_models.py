@@ -1,5 +1,4 @@
 """models/: masks, attention, T5 equivalence, generation, checkpoints, tokenizer, freezing."""
-import pickle
 
 import pytest
 import torch
@@ -8,26 +7,12 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from common.errors import UserError
 from models import PerceiverResampler, ProjectionBridge, SonarEncoder, SonarEncoderConfig
-from models.build import build_encoder, build_model, load_t5_and_tokenizer
+from models.build import build_model
 from models.checkpoint import load_checkpoint, load_model, save_model
 from models.sonar_encoder import load_sonar_checkpoint, save_sonar_checkpoint
 from models.tokenizer import Tokenizer, train_tokenizer
 
-from .conftest import assert_user_error, run_script
-
-TEXTS = ["i'm going to show you how to fold the paper carefully",
-         "now we are going to cut the \"thin\" edges", "café crème, s'il vous plaît"] * 20
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    t5, tok = load_t5_and_tokenizer("t5-tiny", TEXTS, vocab_size=80)
-    encoder = build_encoder(None, input_dim=16, d_model=32, num_layers=1, num_heads=4)
-    model = build_model(t5=t5, tokenizer=tok, encoder=encoder, t5_model="t5-tiny",
-                        resampler_input="tokens", num_latents=8, hidden_dim=64, num_heads=4)
-    return model.eval(), tok
-
+from .conftest import TEXTS, assert_user_error, run_script
 
 def padded_pair(dim=16):
     """The same two sequences, the second padded with garbage beyond its length."""
@@ -76,7 +61,7 @@ def test_one_input_token_attention_is_not_uniform_and_latents_differ():
 
 def test_seed_perceiver_parameter_count():
     count = sum(p.numel() for p in PerceiverResampler().parameters())
-    assert count == 9_109_760  # documented in the README; the seed guide expected 5-10M
+    assert count == 9_109_760  # documented in the README; the original guide expected 5-10M
 
 
 def test_decoder_logits_equal_t5_for_conditional_generation(tiny_model):
@@ -85,9 +70,9 @@ def test_decoder_logits_equal_t5_for_conditional_generation(tiny_model):
     missing, unexpected = full.load_state_dict(model.t5.state_dict(), strict=False)
     assert all(k.startswith("encoder.") for k in missing) and not unexpected
     prefix = torch.randn(2, 8, model.t5.config.d_model)
-    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+    mask = torch.ones(2, 8, dtype=torch.long)  # a prefix is all real positions
     decoder_input_ids = torch.tensor([[0, 5, 9, 12], [0, 7, 3, 1]])
-    ours = model.decoder_logits(prefix, mask, decoder_input_ids)
+    ours = model.decoder_logits(prefix, decoder_input_ids)
     theirs = full(encoder_outputs=BaseModelOutput(last_hidden_state=prefix), attention_mask=mask,
                   decoder_input_ids=decoder_input_ids).logits
     torch.testing.assert_close(ours, theirs)
@@ -103,8 +88,7 @@ def test_batched_beam_generation_equals_per_sample(tiny_model):
     kwargs = dict(num_beams=3, max_new_tokens=10, bad_words_ids=[[0]])
 
     def translate(f, m):
-        prefix, prefix_mask = model.prefix(*model.encode(f, m))
-        return model.generate(prefix, prefix_mask, **kwargs)
+        return model.generate(model.prefix(f, m), **kwargs)
 
     batched = translate(features, mask)
     for i in range(3):
@@ -123,8 +107,8 @@ def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tmp_path):
     assert ckpt["train_args"] == {"num_beams": 1}
     features, mask = torch.randn(2, 7, 16), torch.ones(2, 7, dtype=torch.bool)
     labels = torch.tensor([tok.encode("fold the paper")] * 2)
-    torch.testing.assert_close(model(labels, features=features, mask=mask),
-                               loaded(labels, features=features, mask=mask), rtol=0, atol=0)
+    torch.testing.assert_close(model(features, mask, labels), loaded(features, mask, labels),
+                               rtol=0, atol=0)
     assert loaded_tok.encode(TEXTS[0]) == tok.encode(TEXTS[0])
     assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temp file
 
@@ -165,7 +149,7 @@ def test_freeze_really_freezes(tiny_model):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     labels = torch.tensor([tok.encode("fold the paper")] * 2)
     for _ in range(2):
-        model(labels, features=torch.randn(2, 5, 16), mask=torch.ones(2, 5, dtype=torch.bool)).backward()
+        model(torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool), labels).backward()
         optimizer.step()
     assert all(p.grad is None for p in model.encoder.parameters())
     for k, v in model.encoder.state_dict().items():

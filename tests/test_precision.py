@@ -6,9 +6,9 @@ import torch
 
 from common.errors import UserError
 from models.t5_decoder import load_t5
-from training.precision import guard_t5_fp16, resolve_precision
+from common.precision import guard_t5_fp16, resolve_precision
 
-from .test_training import train
+from .conftest import train
 
 
 def test_bf16_autocast_training_runs_on_cpu(tiny_data, tmp_path):

@@ -15,7 +15,7 @@ import torch
 from data.dataset import Collator, FeatureDataset, make_loader
 from evaluation.generation import GenerationSettings, run_evaluation
 from evaluation.metrics import corpus_scores, diversity
-from models.checkpoint import load_checkpoint, load_model, save_model
+from models.checkpoint import load_checkpoint, load_model
 from models.sonar_encoder import save_sonar_checkpoint
 from models import SonarEncoder, SonarEncoderConfig
 

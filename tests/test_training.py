@@ -10,19 +10,12 @@ import time
 import pytest
 import torch
 
-from models import SonarEncoder, SonarEncoderConfig
 from models.checkpoint import load_checkpoint, load_model
-from models.sonar_encoder import save_sonar_checkpoint
 
-from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script
+from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script, train
 
 HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_bleu", "val_chrf", "diversity",
                 "cond_gap", "lr", "epoch_time_s", "samples_per_s"}
-
-
-def train(tiny_data, out, *extra, check=True):
-    return run_script("train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
-                      "--output_dir", out, *extra, check=check)
 
 
 def test_two_epochs_write_every_file_with_documented_keys(tiny_run):
@@ -90,15 +83,6 @@ def test_sigkill_then_resume_continues_without_repeating_epochs(tiny_data, tmp_p
     epochs = [r["epoch"] for r in json.loads(history.read_text())]
     assert epochs == [1, 2, 3, 4]
     assert load_checkpoint(out / "last_model.pt")["epoch"] == 4
-
-
-@pytest.fixture(scope="module")
-def sonar_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    enc = SonarEncoder(SonarEncoderConfig(input_dim=16, d_model=32, num_layers=1, num_heads=4))
-    path = tmp_path_factory.mktemp("sonar") / "sonar_encoder.pt"
-    save_sonar_checkpoint(enc, path)
-    return path
 
 
 def encoder_state(path):

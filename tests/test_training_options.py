@@ -6,7 +6,7 @@ import torch
 from data.synthetic import make_demo_data
 from models.checkpoint import load_model
 
-from .test_training import train
+from .conftest import train
 
 
 def history(out):

@@ -1,11 +1,15 @@
-"""Several processes under torchrun: one writes files, metrics are gathered from all."""
+"""Where a run runs: the device, its precision, and several processes under torchrun (one
+writes files, metrics are gathered from all)."""
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
 
 from common.device import resolve_device
+from common.precision import resolve_precision
 
 
 @dataclass
@@ -21,6 +25,29 @@ class Dist:
     @property
     def enabled(self):
         return self.world_size > 1
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    precision: str  # fp32, bf16 or fp16
+    dist: Dist
+
+    def say(self, message):
+        """Print once (on the first process), between progress bars."""
+        if self.dist.is_main:
+            tqdm.write(message)
+
+
+@contextmanager
+def open_runtime(device_name, precision_name):
+    """`with open_runtime(args.device, args.precision) as runtime:` joins torchrun's process
+    group when launched by torchrun and leaves it at the end, whatever happens."""
+    dist_info, device = init_distributed(device_name)
+    try:
+        yield Runtime(device, resolve_precision(precision_name, device), dist_info)
+    finally:
+        cleanup(dist_info)
 
 
 def init_distributed(device_name):

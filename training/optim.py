@@ -1,6 +1,11 @@
-"""AdamW with differential learning rates and a linear warmup-then-decay schedule."""
+"""AdamW with differential learning rates, a linear warmup-then-decay schedule, and the fp16
+gradient scaler: what takes an optimizer step."""
+from dataclasses import dataclass
+
 import torch
 from transformers import get_scheduler
+
+from common.precision import make_scaler
 
 PARTS = ("encoder", "bridge", "t5")
 
@@ -33,3 +38,30 @@ def build_scheduler(optimizer, warmup_steps, total_steps):
 def learning_rates(optimizer):
     """{part: lr} for the decayed group of each part."""
     return {g["name"]: g["lr"] for g in optimizer.param_groups if "_no_decay" not in g["name"]}
+
+
+@dataclass
+class Optimization:
+    """What takes an optimizer step, saved and restored together."""
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+
+    def state_dict(self):
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, ckpt):
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+
+
+def build_optimization(model, args, steps_per_epoch, runtime):
+    """AdamW (differential LRs), the warmup-then-decay schedule over the whole run, and the
+    fp16 gradient scaler (a no-op at other precisions)."""
+    optimizer = build_optimizer(model, args.learning_rate, args.encoder_lr_scale,
+                                args.weight_decay, fused=args.fused_adamw)
+    return Optimization(optimizer, build_scheduler(optimizer, args.warmup_steps,
+                                                   steps_per_epoch * args.epochs),
+                        make_scaler(runtime.device, runtime.precision))

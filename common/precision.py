@@ -6,7 +6,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from common.errors import UserError
+from .errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -1,0 +1,158 @@
+"""train_sonar_with_t5.py's flags: the parser (grouped as --help shows them), the --demo
+defaults, and the checks that run before any work."""
+import argparse
+from pathlib import Path
+
+from common.cli import HelpFormatter
+from common.errors import UserError
+from data.synthetic import demo_paths
+from evaluation.generation import add_generation_args
+from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
+
+DESCRIPTION = ("Train SONAR encoder -> Perceiver Resampler -> T5 decoder on feature files + "
+               "TSV manifests.")
+DEMO_DATA_DIR = "demo_data"  # --demo writes its data here, under --output_dir
+
+# --demo: small enough to learn on 2 CPU cores in a few minutes.
+DEMO_DEFAULTS = dict(
+    output_dir="runs/demo", t5_model="t5-tiny", vocab_size=1000, encoder_dim=128,
+    encoder_layers=2, resampler_input="tokens", hidden_dim=256, num_latents=32, num_heads=4,
+    epochs=12, batch_size=32, learning_rate=1e-3, warmup_steps=100, label_smoothing=0.0,
+    num_beams=1, max_new_tokens=32, num_workers=0, device="auto")
+
+DATA_FLAGS = ("train_features", "train_manifest", "val_features", "val_manifest")
+
+
+def check_args(args):
+    if args.demo:  # the demo data under the output directory, unless paths were given
+        paths = demo_paths(Path(args.output_dir) / DEMO_DATA_DIR)
+        for split in ("train", "val", "test"):
+            features, manifest = f"{split}_features", f"{split}_manifest"
+            if not getattr(args, features, None):
+                setattr(args, features, str(paths[split][0]))
+                setattr(args, manifest, str(paths[split][1]))
+    missing = [f"--{f}" for f in DATA_FLAGS if not getattr(args, f)]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)}", "command line",
+                        "give the data paths, or use --demo")
+    if not args.output_dir:
+        raise UserError("missing --output_dir", "command line", "say where the run goes")
+    if args.freeze_encoder and not args.sonar_checkpoint:
+        raise UserError("--freeze_encoder without --sonar_checkpoint would freeze a random "
+                        "encoder", "command line", "pass --sonar_checkpoint, or drop "
+                        "--freeze_encoder")
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite contradict each other", "command line",
+                        "pick one")
+    if args.no_encoder_cache and not args.freeze_encoder:
+        raise UserError("--no_encoder_cache only applies with --freeze_encoder", "command line")
+    if args.identity_encoder and args.sonar_checkpoint:
+        raise UserError("--identity_encoder and --sonar_checkpoint contradict each other",
+                        "command line", "pick one")
+    for name in ("epochs", "batch_size", "grad_accum_steps"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1", "command line")
+    if not 0 <= args.word_dropout < 1 or not 0 <= args.label_smoothing < 1:
+        raise UserError("--word_dropout and --label_smoothing must be in [0, 1)", "command line")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=HelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--train_features", help="directory of training feature files")
+    data.add_argument("--train_manifest", help="training TSV manifest")
+    data.add_argument("--val_features", help="directory of validation feature files")
+    data.add_argument("--val_manifest", help="validation TSV manifest")
+    data.add_argument("--max_frames", type=int, default=0,
+                      help="uniformly subsample longer sequences to this many frames (0 = off)")
+    data.add_argument("--normalize_features", action="store_true",
+                      help="standardise each feature dimension with training-set statistics "
+                           "(stored in the checkpoint)")
+    data.add_argument("--skip_missing", action="store_true",
+                      help="drop manifest rows whose feature file is missing (with a warning) "
+                           "instead of stopping")
+    data.add_argument("--max_target_length", type=int, default=128,
+                      help="truncate reference texts to this many tokens")
+    data.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    data.add_argument("--demo", action="store_true",
+                      help="make the built-in demo data under --output_dir and train on it with "
+                           "CPU-friendly defaults (explicit flags still win)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--sonar_checkpoint",
+                       help="fine-tuned SONAR encoder checkpoint (without it the encoder starts "
+                            "random)")
+    model.add_argument("--identity_encoder", action="store_true",
+                       help="features already are 1024-d SONAR embeddings: no encoder")
+    model.add_argument("--encoder_dim", type=int, default=512,
+                       help="width of a random-start encoder (ignored with --sonar_checkpoint)")
+    model.add_argument("--encoder_layers", type=int, default=4,
+                       help="layers of a random-start encoder (ignored with --sonar_checkpoint)")
+    model.add_argument("--t5_model", default="t5-small",
+                       help="hub name, local save_pretrained directory, or a from-scratch "
+                            f"preset: {', '.join(T5_PRESETS)}")
+    model.add_argument("--vocab_size", type=int, default=8000,
+                       help="SentencePiece vocabulary trained for a from-scratch T5 preset")
+    model.add_argument("--bridge", default="perceiver", choices=BRIDGES,
+                       help="Perceiver Resampler, or the original guide's projection baseline")
+    model.add_argument("--resampler_input", default="pooled", choices=RESAMPLER_INPUTS,
+                       help="bridge reads the pooled SONAR embedding or the encoder's token "
+                            "states (a lever against mode collapse)")
+    model.add_argument("--num_latents", type=int, default=64, help="prefix tokens for T5")
+    model.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
+    model.add_argument("--hidden_dim", type=int, default=768, help="bridge width")
+    model.add_argument("--num_heads", type=int, default=8, help="bridge attention heads")
+    model.add_argument("--freeze_encoder", action="store_true",
+                       help="keep the SONAR encoder fixed (needs --sonar_checkpoint); its "
+                            "outputs are computed once and cached")
+    model.add_argument("--no_encoder_cache", action="store_true",
+                       help="with --freeze_encoder, re-run the encoder every epoch (slower; "
+                            "for comparison)")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=30)
+    opt.add_argument("--batch_size", type=int, default=16, help="per process")
+    opt.add_argument("--learning_rate", type=float, default=1e-4)
+    opt.add_argument("--encoder_lr_scale", type=float, default=0.2,
+                     help="encoder LR = learning_rate x this (0.2 = LR/5, the original guide's rate)")
+    opt.add_argument("--warmup_steps", type=int, default=500)
+    opt.add_argument("--weight_decay", type=float, default=0.01)
+    opt.add_argument("--label_smoothing", type=float, default=0.1)
+    opt.add_argument("--word_dropout", type=float, default=0.0,
+                     help="replace decoder input tokens by <unk> with this probability "
+                          "(a lever against mode collapse; 0 = off)")
+    opt.add_argument("--grad_accum_steps", type=int, default=1)
+    opt.add_argument("--max_grad_norm", type=float, default=1.0)
+    opt.add_argument("--fused_adamw", action="store_true", help="fused AdamW kernel (CUDA)")
+    opt.add_argument("--compile", action="store_true",
+                     help="torch.compile the training forward pass (a one-off compile of a "
+                          "minute or more; measured no gain on CPU, see README Performance)")
+    opt.add_argument("--seed", type=int, default=42)
+
+    evaluation = p.add_argument_group("evaluation")
+    evaluation.add_argument("--eval_batch_size", type=int, default=None,
+                            help="validation batch size (default: --batch_size)")
+    evaluation.add_argument("--patience", type=int, default=0,
+                            help="stop after this many epochs without a BLEU gain (0 = off)")
+    add_generation_args(p)
+
+    run = p.add_argument_group("run")
+    run.add_argument("--output_dir", default=None,
+                     help="where the run's files go (default: runs/demo with --demo)")
+    run.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                     help="auto: bf16 on GPUs that have it, fp16 (guarded) on others, fp32 on CPU")
+    run.add_argument("--resume", action="store_true", help="continue from OUTPUT/last_model.pt")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in --output_dir")
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo:  # demo defaults, under anything the user gave explicitly
+        parser.set_defaults(**DEMO_DEFAULTS)
+        args = parser.parse_args(argv)
+    check_args(args)
+    return args

@@ -1,0 +1,151 @@
+"""One epoch of training, one of evaluation, and what an epoch records and prints.
+
+train_sonar_with_t5.py's main() calls these in its loop; nothing here reads or writes files.
+"""
+import time
+from contextlib import nullcontext
+
+import torch
+from tqdm.auto import tqdm
+
+from common.errors import UserError
+from common.precision import autocast
+from data.dataset import model_inputs
+from evaluation.generation import run_evaluation
+from evaluation.metrics import corpus_scores, diversity
+
+from .distributed import all_reduce_sum, gather_dicts
+from .optim import learning_rates
+
+MAX_NONFINITE_IN_A_ROW = 20
+COND_GAP_WARNING = 0.05  # nats/token: below this the decoder barely uses its input
+
+
+class TrainingDiverged(UserError):
+    exit_code = 1
+
+
+def train_one_epoch(epoch, model, loader, optimization, state, args, runtime):
+    """-> (mean training loss over finite batches, or None; samples/s). `model` is what the
+    step calls (DDP or compiled, see setup.wrap_for_training). Starts after the batches
+    state.batches_done says are done (resuming mid-epoch)."""
+    model.train()
+    sampler = loader.batch_sampler
+    sampler.set_epoch(epoch, state.batches_done)
+    # [loss sum, finite batches] stay on the device: no host sync per batch.
+    sums = torch.tensor(state.partial_loss, device=runtime.device, dtype=torch.float64)
+    at_last_step = sums.clone()
+    samples, n, start = 0, len(loader), time.time()
+    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
+               disable=not runtime.dist.is_main)
+    try:
+        for i, batch in enumerate(bar):
+            step_ends = (i + 1) % args.grad_accum_steps == 0 or i + 1 == n
+            loss = forward_backward(model, batch, optimization.scaler, args, runtime,
+                                    sync=step_ends)
+            finite = torch.isfinite(loss)
+            sums += torch.stack([torch.where(finite, loss, 0).double(), finite.double()])
+            samples += len(batch["ids"])
+            if step_ends:
+                optimizer_step(optimization, state, args, epoch)
+                state.batches_done = sampler.start_batch + i + 1
+                at_last_step = sums.clone()
+            if i % 20 == 0 and runtime.dist.is_main:
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+    except KeyboardInterrupt:  # Ctrl-C saves the steps taken; --resume continues after them
+        state.partial_loss = at_last_step.tolist()
+        raise
+    state.partial_loss = sums.tolist()  # kept until the epoch is recorded (end_epoch)
+    loss_sum, finite_batches = all_reduce_sum(sums.tolist(), runtime.dist, runtime.device)
+    rate = samples * runtime.dist.world_size / (time.time() - start)
+    return (loss_sum / finite_batches if finite_batches else None), rate
+
+
+def forward_backward(model, batch, scaler, args, runtime, sync):
+    labels = batch["labels"].to(runtime.device, non_blocking=True)
+    # Gradient accumulation: DDP all-reduces only on the micro-batch that ends a step.
+    context = model.no_sync() if runtime.dist.enabled and not sync else nullcontext()
+    with context:
+        with autocast(runtime.device, runtime.precision):
+            loss = model(labels=labels, label_smoothing=args.label_smoothing,
+                         word_dropout=args.word_dropout, **model_inputs(batch, runtime.device))
+        scaler.scale(loss / args.grad_accum_steps).backward()
+    return loss.detach()
+
+
+def optimizer_step(optimization, state, args, epoch):
+    """Unscale, clip and step; a non-finite gradient norm skips the step. One host sync a
+    step. Under DDP the norm is of all-reduced gradients, so every process decides alike."""
+    optimizer, scaler = optimization.optimizer, optimization.scaler
+    scaler.unscale_(optimizer)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+    finite = bool(torch.isfinite(norm))
+    if finite:
+        scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    optimization.scheduler.step()
+    state.global_step += 1
+    state.nonfinite_total += not finite
+    state.nonfinite_in_a_row = 0 if finite else state.nonfinite_in_a_row + 1
+    if state.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+        raise TrainingDiverged(
+            f"training diverged: {state.nonfinite_in_a_row} non-finite steps in a row "
+            f"(epoch {epoch}, step {state.global_step})", f"{args.output_dir}/last_model.pt",
+            "the last good checkpoint is kept; lower --learning_rate, or use "
+            "--precision fp32/bf16")
+
+
+def evaluate(model, loader, tokenizer, settings, runtime):
+    """Validation losses, conditioning gap, BLEU/chrF and diversity over every process."""
+    result = run_evaluation(model, loader, tokenizer, runtime.device, settings,
+                            precision=runtime.precision, show_progress=runtime.dist.is_main)
+    hyps = gather_dicts(result["hypotheses"], runtime.dist)
+    order = sorted(hyps)
+    hypotheses = [hyps[i] for i in order]
+    references = [loader.dataset.rows[i].text for i in order]
+    scores = corpus_scores(hypotheses, references)
+    return {"val_loss": result["val_loss"], "cond_gap": result["cond_gap"],
+            "val_bleu": scores["bleu"], "val_chrf": scores["chrf"],
+            "diversity": diversity(hypotheses),
+            "samples": [{"reference": references[i], "translation": hypotheses[i]}
+                        for i in range(min(3, len(order)))]}
+
+
+def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization, epoch_time):
+    """One training_history.json record."""
+    div = metrics["diversity"]
+    return {"epoch": epoch, "step": state.global_step, "train_loss": train_loss,
+            "val_loss": metrics["val_loss"], "val_bleu": metrics["val_bleu"],
+            "val_chrf": metrics["val_chrf"], "diversity": div["unique_ratio"],
+            "most_common": div["most_common"], "most_common_pct": div["most_common_pct"],
+            "cond_gap": metrics["cond_gap"], "lr": optimization.scheduler.get_last_lr()[-1],
+            "learning_rates": learning_rates(optimization.optimizer),
+            "epoch_time_s": epoch_time, "samples_per_s": samples_per_s,
+            "nonfinite_steps": state.nonfinite_total, "samples": metrics["samples"]}
+
+
+def report_epoch(record, collapsed, history, args, say):
+    """The epoch's line, its sample translations, and the mode-collapse warnings."""
+    r = record
+    say(f"epoch {r['epoch']}/{args.epochs}  train_loss {_num(r['train_loss'])}  "
+        f"val_loss {r['val_loss']:.4f}  BLEU {r['val_bleu']:.2f}  chrF {r['val_chrf']:.1f}  "
+        f"unique {r['diversity']:.0%}  cond_gap {r['cond_gap']:.3f}  lr {r['lr']:.2e}  "
+        f"{r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s)")
+    for s in r["samples"]:
+        say(f"    REF: {s['reference']}\n    HYP: {s['translation']}")
+    if collapsed:
+        say(f"  warning: mode collapse: '{r['most_common']}' is {r['most_common_pct']:.0f}% of "
+            "validation outputs")
+    first = history[0]["train_loss"]
+    falling = None not in (first, r["train_loss"]) and r["train_loss"] < first
+    if falling and r["cond_gap"] < COND_GAP_WARNING:
+        say(f"  warning: conditioning gap {r['cond_gap']:.3f} while the training loss falls: "
+            "the decoder is ignoring its input (mode collapse ahead); try --resampler_input "
+            "tokens or --word_dropout 0.1")
+
+
+def _num(value):
+    """A loss for the console; None when every batch of the epoch was non-finite."""
+    return "n/a" if value is None else f"{value:.4f}"
