@@ -1,4 +1,5 @@
-"""User-facing errors: one line, exit status 2, no traceback (DESIGN.md, Conventions)."""
+"""User-facing errors: one line `error: <what>, <where> (<how to fix>)`, exit status 2, no
+traceback."""
 import functools
 import sys
 

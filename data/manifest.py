@@ -1,4 +1,4 @@
-"""TSV manifests in the three layouts of DESIGN.md (Data), read with quoting off.
+"""TSV manifests in three layouts, read with quoting off.
 
 1. a header naming an id and a text column (+ optional length and feature-path columns);
 2. How2Sign's own how2sign_realigned_*.csv (tab-separated; id SENTENCE_NAME, text SENTENCE);

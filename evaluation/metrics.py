@@ -4,9 +4,9 @@ from collections import Counter
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
-COLLAPSE_UNIQUE_RATIO = 0.5  # below 50% unique translations the model has collapsed (seed)
+COLLAPSE_UNIQUE_RATIO = 0.5  # below 50% unique translations the model has collapsed (the original guide's threshold)
 
-# The seed guide's table: (lower bound, verdict, suggested action).
+# The original guide's table: (lower bound, verdict, suggested action).
 BLEU_VERDICTS = (
     (10.0, "excellent", "ready for the thesis; try beam search settings for the last points"),
     (8.0, "good", "solid; longer training or an unfrozen encoder may add a few points"),

@@ -28,20 +28,21 @@ class PerceiverAttention(nn.Module):
     def forward(self, x, latents, mask):
         """x (B, N, dim), latents (B, L, dim), mask (B, N) True = valid -> (B, L, dim), attn."""
         x, latents = self.norm_media(x), self.norm_latents(latents)
-        b, n, l, h = x.shape[0], x.shape[1], latents.shape[1], self.heads
-        q = self.to_q(latents)
-        k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)
+        b, l, h = x.shape[0], latents.shape[1], self.heads
+        q = self.to_q(latents)  # (B, L, h * dim_head): queries from the latents only
+        k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)  # (B, N + L, h * d)
         q, k, v = (t.reshape(b, t.shape[1], h, -1).transpose(1, 2) for t in (q, k, v))
+        # q (B, h, L, dim_head); k, v (B, h, N + L, dim_head)
         scores = (q * self.scale) @ k.transpose(-1, -2)  # (B, h, L, N + L)
         key_mask = torch.cat([mask, mask.new_ones(b, l)], dim=1)  # latents are always valid
         scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        attn = scores.softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, l, -1)
+        attn = scores.softmax(dim=-1)  # (B, h, L, N + L)
+        out = (attn @ v).transpose(1, 2).reshape(b, l, -1)  # (B, L, h * dim_head)
         return self.to_out(out), attn
 
 
 class PerceiverResampler(nn.Module):
-    """Seed configuration as defaults: 1024 -> 768, 64 latents, 8 heads, 2 layers, MLP x2."""
+    """The original guide's configuration as defaults: 1024 -> 768, 64 latents, 8 heads, 2 layers, MLP x2."""
 
     def __init__(self, *, input_dim=1024, hidden_dim=768, output_dim=512, num_latents=64,
                  num_layers=2, num_heads=8, dim_head=64, ff_mult=2):

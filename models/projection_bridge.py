@@ -1,4 +1,4 @@
-"""ProjectionBridge: the seed's baseline bridge, kept so the comparison can be run.
+"""ProjectionBridge: the original guide's baseline bridge, kept so the comparison can be run.
 
 Linear 1024 -> 768 -> d_model on the pooled embedding, repeated over 32 learnable expander
 tokens that are added to it, then one self-attention layer over those tokens.

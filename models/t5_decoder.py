@@ -11,7 +11,8 @@ from transformers import T5Config, T5ForConditionalGeneration
 from common.errors import UserError
 
 # From-scratch shapes. Names are not the hub's so nobody mistakes random weights for t5-small.
-# num_layers == num_decoder_layers always: generate()'s cache breaks otherwise (DESIGN.md).
+# num_layers == num_decoder_layers always: with them unequal, generate()'s cache fails with an
+# IndexError in transformers' cache_utils.
 T5_PRESETS = {
     "t5-tiny": dict(d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=2),
     "scratch-t5-small": dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6),
@@ -56,7 +57,7 @@ def load_t5(t5_model, vocab_size=None):
         return _drop_encoder(T5ForConditionalGeneration(preset_config(t5_model, vocab_size)))
     try:
         t5 = T5ForConditionalGeneration.from_pretrained(t5_model)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError):
         why = ("the directory holds no loadable T5 model" if os.path.isdir(t5_model)
                else "not a local directory, not in the HF cache, and the hub is unreachable")
         raise UserError(f"cannot load T5 model '{t5_model}': {why}", "--t5_model",

@@ -2,7 +2,8 @@
 
 Both kinds are a SentencePiece model: the pretrained T5 tokenizer is its `spiece.model`, and
 one trained here on the training texts is another. Driving sentencepiece directly avoids
-transformers 5.x's T5Tokenizer pitfalls (DESIGN.md) and lets the model's bytes travel inside
+transformers 5.x's T5Tokenizer pitfalls (T5Tokenizer(vocab_file=...) maps every word to
+<unk>; from_pretrained needs protobuf) and lets the model's bytes travel inside
 the checkpoint.
 """
 import io
