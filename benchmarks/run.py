@@ -28,7 +28,7 @@ from common.precision import autocast, resolve_precision
 from data.dataset import model_inputs
 from evaluation.generation import GenerationSettings, run_evaluation
 from models.build import build_encoder, build_model
-from models.sonar_encoder import save_sonar_checkpoint
+from models.feature_encoder import save_feature_encoder
 from models.t5_decoder import load_t5
 from models.tokenizer import train_tokenizer
 from training.args import build_parser
@@ -239,7 +239,7 @@ def main(argv=None):
     torch.manual_seed(0)
     encoder = build_encoder(None, 768, d_model=args.encoder_dim, num_layers=args.encoder_layers,
                             num_heads=max(1, args.encoder_dim // 64))
-    save_sonar_checkpoint(encoder, root / "sonar.pt")
+    save_feature_encoder(encoder, root / "sonar.pt")
     r = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
          f"cpu ({torch.get_num_threads()} threads)", "precision": precision,
          "num_train": args.num_train, "num_val": args.num_val, "batch_size": args.batch_size,

@@ -5,6 +5,7 @@ checkpoint never executes code. Every checkpoint (model or encoder) is read thro
 load_checkpoint(); feature files are read in data/features.py, also weights-only.
 """
 import pickle
+import re
 
 import torch
 
@@ -12,17 +13,18 @@ from .errors import UserError
 from .files import atomic_write
 
 # What each kind of checkpoint is, and which file the user should pass instead.
-KINDS = {"sonar_t5": ("sonar-t5 model", "pass best_model.pt or last_model.pt from a training run"),
-         "sonar_encoder": ("SONAR encoder", "pass a file written by "
-                                            "models.sonar_encoder.save_sonar_checkpoint")}
+KINDS = {"sonar_t5": ("sonar-t5 model", "pass best_model.pt or last_model.pt from a training run")}
 
 
 def save_checkpoint(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path, kind=None, map_location="cpu"):
-    """The checkpoint dict; with `kind`, checked to be that kind of checkpoint."""
+def load_checkpoint(path, kind=None, map_location="cpu",
+                    refused_fix="only load checkpoints written by this toolkit"):
+    """The checkpoint dict; with `kind`, checked to be that kind of checkpoint. A file that
+    holds Python objects beyond tensors is refused (never unpickled), `refused_fix` saying what
+    to do instead."""
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -32,9 +34,11 @@ def load_checkpoint(path, kind=None, map_location="cpu"):
                         "pass the .pt file, e.g. best_model.pt inside it") from None
     except pickle.UnpicklingError as error:
         if "weights_only" in str(error) or "Weights only load failed" in str(error):
-            raise UserError("refused to load checkpoint: it holds Python objects or code, "
-                            "not only tensors", str(path),
-                            "only load checkpoints written by this toolkit") from None
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            what = f" such as {found.group(1)}" if found else ""
+            raise UserError(f"refused to load checkpoint: it holds Python objects{what}, not "
+                            "only tensors (weights-only loading never runs code)", str(path),
+                            refused_fix) from None
         raise _unreadable(path, error) from None
     except Exception as error:  # whatever torch/zipfile/pickle raise: the file is damaged
         raise _unreadable(path, error) from None

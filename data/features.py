@@ -2,6 +2,7 @@
 
 (T, D) is a sequence of T frames; (D,) or (1, D) one pre-pooled embedding. Always float32 out.
 """
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ def candidate_paths(features_dir, sample_id):
     root = Path(features_dir)
     for ext in EXTENSIONS:
         yield root / f"{sample_id}{ext}"
-    for ext in EXTENSIONS:
-        yield root / sample_id[:5] / f"{sample_id}{ext}"
+    # ssvp_slt: <dir>/<id[:5]>/<id>.pt, where its manifests may name the video (<id>.mp4)
+    for name in dict.fromkeys((sample_id, os.path.splitext(sample_id)[0])):
+        for ext in EXTENSIONS:
+            yield root / sample_id[:5] / f"{name}{ext}"
 
 
 def find_feature_file(features_dir, sample_id, explicit=None):

@@ -3,7 +3,8 @@ import json
 
 from common.errors import UserError
 
-from .sonar_encoder import SonarEncoder, SonarEncoderConfig, load_sonar_checkpoint
+from .encoders import load_encoder
+from .feature_encoder import FeatureEncoder, FeatureEncoderConfig
 from .sonar_t5 import SonarT5, SonarT5Config
 from .t5_decoder import is_preset, load_t5
 from .tokenizer import load_pretrained_tokenizer, train_tokenizer
@@ -21,16 +22,18 @@ def load_t5_and_tokenizer(t5_model, texts=None, vocab_size=1000):
 
 def build_encoder(sonar_checkpoint, input_dim, d_model=512, num_layers=4, num_heads=8,
                   identity=False):
+    """The encoder of --sonar_checkpoint (any kind models/encoders.py recognises), else the
+    identity, else a FeatureEncoder of this shape starting from random weights."""
     if sonar_checkpoint:
-        encoder = load_sonar_checkpoint(sonar_checkpoint)
-        if encoder.config.input_dim != input_dim:
+        encoder = load_encoder(sonar_checkpoint)
+        if input_dim is not None and encoder.config.input_dim != input_dim:
             raise UserError(f"--sonar_checkpoint expects {encoder.config.input_dim}-d features "
                             f"but the data has {input_dim}-d", str(sonar_checkpoint),
                             "use the encoder trained on these features")
         return encoder
-    return SonarEncoder(SonarEncoderConfig(input_dim=input_dim, d_model=d_model,
-                                           num_layers=num_layers, num_heads=num_heads,
-                                           ffn_dim=4 * d_model, identity=identity))
+    return FeatureEncoder(FeatureEncoderConfig(
+        kind="identity" if identity else "feature", input_dim=input_dim, d_model=d_model,
+        num_layers=num_layers, num_heads=num_heads, ffn_dim=4 * d_model, identity=identity))
 
 
 def build_model(*, t5, tokenizer, encoder, t5_model, bridge="perceiver",
@@ -46,6 +49,4 @@ def build_model(*, t5, tokenizer, encoder, t5_model, bridge="perceiver",
         resampler_input=resampler_input, num_latents=num_latents, num_layers=num_layers,
         hidden_dim=hidden_dim, num_heads=num_heads, max_frames=max_frames,
         normalize_features=normalize_features)
-    model = SonarT5(config, t5=t5)
-    model.encoder.load_state_dict(encoder.state_dict())
-    return model
+    return SonarT5(config, t5=t5, encoder=encoder)

@@ -1,4 +1,4 @@
-"""SonarT5: SonarEncoder -> bridge (Perceiver Resampler | ProjectionBridge) -> T5 decoder."""
+"""SonarT5: encoder -> bridge (Perceiver Resampler | ProjectionBridge) -> T5 decoder."""
 import json
 from dataclasses import asdict, dataclass
 
@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
+from .encoders import encoder_from_config
 from .perceiver import PerceiverResampler
 from .projection_bridge import ProjectionBridge
-from .sonar_encoder import SONAR_DIM, SonarEncoder, SonarEncoderConfig
 from .t5_decoder import t5_from_config
 from .tokenizer import UNK_ID
 
@@ -19,7 +19,7 @@ RESAMPLER_INPUTS = ("pooled", "tokens")
 
 @dataclass
 class SonarT5Config:
-    encoder: dict
+    encoder: dict  # the encoder's config, with its kind: feature, identity or sonar_asl
     t5: dict  # the resolved T5Config as a dict: rebuilds the decoder with no download
     t5_model: str = "t5-small"
     bridge: str = "perceiver"
@@ -36,23 +36,29 @@ class SonarT5Config:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def build_bridge(config: SonarT5Config, d_model):
+def build_bridge(config: SonarT5Config, d_model, input_dim):
+    """input_dim: the width of what the bridge reads, the pooled embedding (1024) or the
+    encoder's token states (its own width: 1024 for a t5-v1_1-large SONAR encoder)."""
     if config.bridge == "projection":
-        return ProjectionBridge(input_dim=SONAR_DIM, hidden_dim=config.hidden_dim,
+        return ProjectionBridge(input_dim=input_dim, hidden_dim=config.hidden_dim,
                                 output_dim=d_model, num_latents=config.num_latents,
                                 num_heads=config.num_heads)
-    return PerceiverResampler(input_dim=SONAR_DIM, hidden_dim=config.hidden_dim,
+    return PerceiverResampler(input_dim=input_dim, hidden_dim=config.hidden_dim,
                               output_dim=d_model, num_latents=config.num_latents,
                               num_layers=config.num_layers, num_heads=config.num_heads)
 
 
 class SonarT5(nn.Module):
-    def __init__(self, config: SonarT5Config, t5=None):
+    def __init__(self, config: SonarT5Config, t5=None, encoder=None):
+        """t5 and encoder: modules already built (with their weights); else built from the
+        config with random weights, for a checkpoint's weights to be loaded into."""
         super().__init__()
         self.config = config
-        self.encoder = SonarEncoder(SonarEncoderConfig.from_dict(config.encoder))
+        self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder)
         self.t5 = t5 if t5 is not None else t5_from_config(config.t5)
-        self.bridge = build_bridge(config, self.t5.config.d_model)
+        bridge_input = (self.encoder.token_dim if config.resampler_input == "tokens"
+                        else self.encoder.config.output_dim)
+        self.bridge = build_bridge(config, self.t5.config.d_model, bridge_input)
         input_dim = self.encoder.config.input_dim
         # Per-dimension feature statistics from the training set; identity until set.
         self.register_buffer("feature_mean", torch.zeros(input_dim))
@@ -62,7 +68,8 @@ class SonarT5(nn.Module):
     # -- the stages: features -> encoder states -> prefix -> text -------------------------
     def encode(self, features, mask):
         """features (B, T, D_in), mask (B, T) -> what the bridge reads: the pooled embedding
-        (B, 1, 1024) with a one-position mask, or the token states (B, T, 1024) with `mask`."""
+        (B, 1, 1024) with a one-position mask, or the token states (B, T, token_dim) with
+        `mask`."""
         features = (features - self.feature_mean) / self.feature_std
         pooled, tokens = self.encoder(features, mask)
         if self.config.resampler_input == "tokens":
@@ -115,6 +122,14 @@ class SonarT5(nn.Module):
                                 attention_mask=_all_valid(prefix), **generation_kwargs)
 
     # -- bookkeeping ------------------------------------------------------------------------
+    def gradient_checkpointing_enable(self):
+        """Recompute T5 blocks' activations in the backward pass (the SONAR ASL encoder's
+        stacks and the T5 decoder): memory for time, for unfrozen training of a large encoder."""
+        if hasattr(self.encoder, "gradient_checkpointing_enable"):
+            self.encoder.gradient_checkpointing_enable()
+        self.t5.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return self
+
     def freeze_encoder(self):
         self.encoder_frozen = True
         self.encoder.requires_grad_(False)

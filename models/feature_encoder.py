@@ -1,8 +1,10 @@
-"""SonarEncoder: feature sequence (B, T, D_in) -> SONAR sentence embedding (B, 1024) + token states.
+"""FeatureEncoder: this project's own encoder, trained from scratch for when no SONAR encoder
+exists. Feature sequence (B, T, D_in) -> a 1024-d sentence embedding + token states.
 
 Linear(D_in -> d) + sinusoidal positions + pre-norm Transformer encoder + attention pooling,
 then Linear(d -> 1024) on both the pooled vector and every token state. In identity mode
 (features that already are 1024-d SONAR embeddings) it has no parameters and passes them on.
+ssvp_slt's SONAR ASL encoder, the encoder users bring, is models/sonar_asl_encoder.py.
 """
 import math
 from dataclasses import asdict, dataclass
@@ -10,14 +12,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from common.checkpoint_io import load_checkpoint, load_state_dict_strict, save_checkpoint
+from common.checkpoint_io import save_checkpoint
 from common.errors import UserError
 
 SONAR_DIM = 1024
 
 
 @dataclass
-class SonarEncoderConfig:
+class FeatureEncoderConfig:
+    kind: str = "feature"  # or "identity"
     input_dim: int = 768
     d_model: int = 512
     num_layers: int = 4
@@ -56,8 +59,8 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bt,btd->bd", weights, x)
 
 
-class SonarEncoder(nn.Module):
-    def __init__(self, config: SonarEncoderConfig):
+class FeatureEncoder(nn.Module):
+    def __init__(self, config: FeatureEncoderConfig):
         super().__init__()
         self.config = config
         if config.identity:
@@ -75,6 +78,10 @@ class SonarEncoder(nn.Module):
         self.pool = AttentionPooling(config.d_model)
         self.output_proj = nn.Linear(config.d_model, config.output_dim)
 
+    @property
+    def token_dim(self):
+        return self.config.input_dim if self.config.identity else self.config.output_dim
+
     def forward(self, features, mask):
         """features (B, T, D_in), mask (B, T) bool -> pooled (B, 1024), tokens (B, T, 1024)."""
         if self.config.identity:
@@ -87,15 +94,7 @@ class SonarEncoder(nn.Module):
         return self.output_proj(self.pool(x, mask)), self.output_proj(x)
 
 
-def save_sonar_checkpoint(encoder, path):
-    """The --sonar_checkpoint format: {'kind', 'config', 'state_dict'}."""
+def save_feature_encoder(encoder, path):
+    """A trained FeatureEncoder as a --sonar_checkpoint file: {'kind', 'config', 'state_dict'}."""
     save_checkpoint({"kind": "sonar_encoder", "config": asdict(encoder.config),
                      "state_dict": encoder.state_dict()}, path)
-
-
-def load_sonar_checkpoint(path):
-    """Rebuild a SonarEncoder from --sonar_checkpoint, naming any key that does not fit."""
-    ckpt = load_checkpoint(path, kind="sonar_encoder")
-    encoder = SonarEncoder(SonarEncoderConfig.from_dict(ckpt["config"]))
-    load_state_dict_strict(encoder, ckpt["state_dict"], path)
-    return encoder
