@@ -3,6 +3,7 @@
 
     python test_perceiver_architecture.py [--device cpu] [--t5_model scratch-t5-small]
                                           [--bridge perceiver|projection]
+                                          [--sonar_checkpoint ENCODER.pt]
 """
 import argparse
 import sys
@@ -14,7 +15,7 @@ from common.device import resolve_device
 from common.errors import UserError, cli_main
 from models import BRIDGES, SONAR_DIM, T5_PRESETS
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
-from models.sonar_t5 import build_bridge, SonarT5Config
+from models.sonar_t5 import SonarT5Config, build_bridge
 
 SENTENCES = ["i'm going to show you how to fold the paper carefully",
              "now we are going to cut the edges"]
@@ -29,7 +30,23 @@ def parse_args(argv):
     p.add_argument("--bridge", default="perceiver", choices=BRIDGES)
     p.add_argument("--num_latents", type=int, default=64)
     p.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
+    p.add_argument("--sonar_checkpoint",
+                   help="check this SONAR encoder file too (ssvp_slt's SONAR ASL encoder, a "
+                        "converted one, or this toolkit's feature encoder); default: a small "
+                        "feature encoder from scratch")
     return p.parse_args(argv)
+
+
+ENCODER_NAMES = {"sonar_asl": "ssvp_slt SONAR ASL encoder", "feature": "feature encoder from "
+                 "scratch", "identity": "identity (features are SONAR embeddings)"}
+
+
+def describe(encoder):
+    c = encoder.config
+    shape = (f"d_model {c.d_model}, {c.num_layers} + {c.num_decoder_layers} layers"
+             if c.kind == "sonar_asl" else f"d_model {c.d_model}, {c.num_layers} layers")
+    params = sum(p.numel() for p in encoder.parameters())
+    return f"{ENCODER_NAMES[c.kind]}: {c.input_dim}-d features, {shape}, {params:,} parameters"
 
 
 class Checks:
@@ -60,7 +77,7 @@ def main(argv=None):
     d_model, batch = t5.config.d_model, 2
     cfg = SonarT5Config(encoder={}, t5={}, bridge=args.bridge, num_latents=args.num_latents,
                         num_layers=args.num_layers)
-    bridge = build_bridge(cfg, d_model).to(device)
+    bridge = build_bridge(cfg, d_model, SONAR_DIM).to(device)
     name = "Perceiver" if args.bridge == "perceiver" else "Projection bridge"
     check(f"{name} created", lambda: f"({sum(p.numel() for p in bridge.parameters()):,} "
                                      "parameters)")
@@ -82,17 +99,39 @@ def main(argv=None):
         return f"{expected}"
     check("Output shape correct", shape)
 
-    encoder = build_encoder(None, input_dim=64, d_model=128, num_layers=2, num_heads=4)
+    if args.sonar_checkpoint:
+        encoder = build_encoder(args.sonar_checkpoint, None)
+        input_dim = encoder.config.input_dim
+
+        def encoder_outputs():
+            features = torch.randn(batch, 9, input_dim)
+            mask = torch.ones(batch, 9, dtype=torch.bool)
+            mask[1, 5:] = False
+            with torch.no_grad():
+                pooled, tokens = encoder.eval()(features, mask)
+            require(tuple(pooled.shape) == (batch, SONAR_DIM), f"pooled {tuple(pooled.shape)}")
+            require(tuple(tokens.shape) == (batch, 9, encoder.token_dim),
+                    f"tokens {tuple(tokens.shape)}")
+            require(torch.isfinite(pooled).all() and torch.isfinite(tokens).all(), "non-finite")
+            return f"({describe(encoder)}; pooled {tuple(pooled.shape)}, tokens " \
+                   f"{tuple(tokens.shape)})"
+        check("SONAR encoder checkpoint loaded", encoder_outputs)
+    else:
+        input_dim = 64
+        encoder = build_encoder(None, input_dim=input_dim, d_model=128, num_layers=2,
+                                num_heads=4)
     model = build_model(t5=t5, tokenizer=tokenizer, encoder=encoder, t5_model=args.t5_model,
                         bridge=args.bridge, num_latents=args.num_latents,
                         num_layers=args.num_layers).to(device)
-    features = torch.randn(batch, 12, 64, device=device)
+    features = torch.randn(batch, 12, input_dim, device=device)
     mask = torch.ones(batch, 12, dtype=torch.bool, device=device)
     labels = torch.tensor([tokenizer.encode(SENTENCES[0])] * batch, device=device)
 
     def model_working():
-        # A few steps on one sentence, so that "generates text" means text, not padding.
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        # A few steps on one sentence, so that "generates text" means text, not padding. The
+        # bridge and decoder learn it; stepping a SONAR-sized encoder too would take minutes.
+        optimizer = torch.optim.AdamW([*model.bridge.parameters(), *model.t5.parameters()],
+                                      lr=1e-3)
         for _ in range(30):
             loss = model(features, mask, labels)
             require(torch.isfinite(loss), f"loss is {loss.item()}")
@@ -104,7 +143,8 @@ def main(argv=None):
         text = tokenizer.decode(ids[0, 1:])
         require(text.strip(), "generated an empty sentence")
         model.train()
-        return f"(loss {loss.item():.3f}, generated: '{text}')"
+        return f"(encoder: {ENCODER_NAMES[encoder.config.kind]}; loss {loss.item():.3f}, " \
+               f"generated: '{text}')"
     check("Model working", model_working)
 
     def gradients():

@@ -80,14 +80,18 @@ def build_parser():
 
     model = p.add_argument_group("model")
     model.add_argument("--sonar_checkpoint",
-                       help="fine-tuned SONAR encoder checkpoint (without it the encoder starts "
-                            "random)")
+                       help="fine-tuned SONAR encoder: ssvp_slt's SONAR ASL encoder checkpoint "
+                            "(or a fine-tune of it; any T5 size), or a feature encoder saved "
+                            "by this toolkit. Without it a feature encoder is trained from "
+                            "scratch")
     model.add_argument("--identity_encoder", action="store_true",
                        help="features already are 1024-d SONAR embeddings: no encoder")
     model.add_argument("--encoder_dim", type=int, default=512,
-                       help="width of a random-start encoder (ignored with --sonar_checkpoint)")
+                       help="width of the feature encoder trained from scratch (used without "
+                            "--sonar_checkpoint)")
     model.add_argument("--encoder_layers", type=int, default=4,
-                       help="layers of a random-start encoder (ignored with --sonar_checkpoint)")
+                       help="layers of the feature encoder trained from scratch (used without "
+                            "--sonar_checkpoint)")
     model.add_argument("--t5_model", default="t5-small",
                        help="hub name, local save_pretrained directory, or a from-scratch "
                             f"preset: {', '.join(T5_PRESETS)}")
@@ -108,6 +112,10 @@ def build_parser():
     model.add_argument("--no_encoder_cache", action="store_true",
                        help="with --freeze_encoder, re-run the encoder every epoch (slower; "
                             "for comparison)")
+    model.add_argument("--gradient_checkpointing", action="store_true",
+                       help="recompute the T5 blocks' activations (SONAR ASL encoder and T5 "
+                            "decoder) in the backward pass: less memory for unfrozen "
+                            "training of a large encoder, about a third more time")
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=30)

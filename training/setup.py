@@ -81,13 +81,18 @@ def make_loaders(args, train_set, val_set, tokenizer, dist_info, device):
 
 
 def wrap_for_training(model, args, dist_info, device):
-    """The module the training step calls: DDP under torchrun, torch.compile with --compile.
-    Generation and checkpoints use the plain model."""
+    """The module the training step calls: gradient checkpointing with
+    --gradient_checkpointing, DDP under torchrun, torch.compile with --compile. Generation and
+    checkpoints use the plain model."""
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     wrapped = model
     if dist_info.enabled:
-        # With --resampler_input tokens the encoder's pooling head feeds nothing, so its
-        # parameters get no gradient; DDP waits for every parameter's gradient unless told
-        # to look for unused ones (which costs a graph traversal per step, hence only here).
+        # With --resampler_input tokens the encoder's pooling part feeds nothing (the feature
+        # encoder's attention pooling; the SONAR ASL encoder's one-step decoder and
+        # projection_out), so its parameters get no gradient. DDP waits for every parameter's
+        # gradient unless told to look for unused ones, which costs a graph traversal per
+        # step: hence only here.
         unused = args.resampler_input == "tokens" and not args.freeze_encoder
         wrapped = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
