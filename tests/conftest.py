@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from data.synthetic import make_demo_data
-from models import SonarEncoder, SonarEncoderConfig
+from models import FeatureEncoder, FeatureEncoderConfig
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
-from models.sonar_encoder import save_sonar_checkpoint
+from models.feature_encoder import save_feature_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 # A model small enough to train in seconds on 2 CPU cores.
@@ -88,7 +88,7 @@ def tiny_model():
 @pytest.fixture(scope="module")
 def sonar_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    enc = SonarEncoder(SonarEncoderConfig(input_dim=16, d_model=32, num_layers=1, num_heads=4))
+    enc = FeatureEncoder(FeatureEncoderConfig(input_dim=16, d_model=32, num_layers=1, num_heads=4))
     path = tmp_path_factory.mktemp("sonar") / "sonar_encoder.pt"
-    save_sonar_checkpoint(enc, path)
+    save_feature_encoder(enc, path)
     return path

@@ -249,3 +249,18 @@ def test_errors_met_in_dataloader_workers_are_one_line(tmp_path, tiny_data):
     result = run_script("train_sonar_with_t5.py", *data_args(data), *TINY_MODEL, "--epochs", "1",
                         "--num_workers", "2", "--output_dir", tmp_path / "out")
     assert_user_error(result, "cannot read feature file", "train_00002.npy")
+
+
+def test_ssvp_slt_feature_layout_and_manifest(tmp_path):
+    """features/<n>/<id[:5]>/<id>.pt and a headerless video_name<TAB>length<TAB>label manifest
+    whose names may carry the video's extension."""
+    features = tmp_path / "features" / "0"
+    for name, frames in (("-fZc293MpJk_0-1-rgb_front", 7), ("g0Abc_12-8-rgb_front", 3)):
+        (features / name[:5]).mkdir(parents=True)
+        torch.save(torch.randn(frames, 8), features / name[:5] / f"{name}.pt")
+    manifest = write(tmp_path / "train_features.tsv",
+                     "-fZc293MpJk_0-1-rgb_front.mp4\t7\tHello there.\n"
+                     "g0Abc_12-8-rgb_front\t3\tand \"quoted\" text\n")
+    ds = FeatureDataset(manifest, features)
+    assert [ds[i]["inputs"].shape for i in range(2)] == [(7, 8), (3, 8)]
+    assert ds.lengths == [7, 3] and ds.texts == ["Hello there.", 'and "quoted" text']

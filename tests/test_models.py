@@ -6,10 +6,11 @@ from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from common.errors import UserError
-from models import PerceiverResampler, ProjectionBridge, SonarEncoder, SonarEncoderConfig
+from models import PerceiverResampler, ProjectionBridge, FeatureEncoder, FeatureEncoderConfig
 from models.build import build_model
 from models.checkpoint import load_checkpoint, load_model, save_model
-from models.sonar_encoder import load_sonar_checkpoint, save_sonar_checkpoint
+from models.encoders import load_encoder
+from models.feature_encoder import save_feature_encoder
 from models.tokenizer import Tokenizer, train_tokenizer
 
 from .conftest import TEXTS, assert_user_error, run_script
@@ -25,7 +26,7 @@ def padded_pair(dim=16):
 
 
 def test_encoder_ignores_padding():
-    enc = SonarEncoder(SonarEncoderConfig(input_dim=16, d_model=32, num_layers=2, num_heads=4)).eval()
+    enc = FeatureEncoder(FeatureEncoderConfig(input_dim=16, d_model=32, num_layers=2, num_heads=4)).eval()
     x, garbage, mask = padded_pair()
     pooled_a, tokens_a = enc(x, mask)
     pooled_b, tokens_b = enc(garbage, mask)
@@ -166,15 +167,15 @@ def test_t5_encoder_is_dropped(tiny_model):
 
 
 def test_sonar_checkpoint_mismatch_names_keys(tmp_path):
-    enc = SonarEncoder(SonarEncoderConfig(input_dim=16, d_model=32, num_layers=1, num_heads=4))
-    save_sonar_checkpoint(enc, tmp_path / "enc.pt")
-    assert load_sonar_checkpoint(tmp_path / "enc.pt").config == enc.config
+    enc = FeatureEncoder(FeatureEncoderConfig(input_dim=16, d_model=32, num_layers=1, num_heads=4))
+    save_feature_encoder(enc, tmp_path / "enc.pt")
+    assert load_encoder(tmp_path / "enc.pt").config == enc.config
     ckpt = torch.load(tmp_path / "enc.pt", weights_only=True)
     del ckpt["state_dict"]["input_proj.weight"]
     ckpt["state_dict"]["extra.weight"] = torch.zeros(1)
     torch.save(ckpt, tmp_path / "bad.pt")
     with pytest.raises(UserError, match=r"missing keys: input_proj.weight.*unexpected keys: extra.weight"):
-        load_sonar_checkpoint(tmp_path / "bad.pt")
+        load_encoder(tmp_path / "bad.pt")
 
 
 def test_smoke_test_script_passes():
