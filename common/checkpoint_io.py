@@ -4,7 +4,6 @@ torch.load(weights_only=True) only unpickles tensors and plain containers, so lo
 checkpoint never executes code. Every checkpoint (model or encoder) is read through
 load_checkpoint(); feature files are read in data/features.py, also weights-only.
 """
-import pickle
 import re
 
 import torch
@@ -32,15 +31,12 @@ def load_checkpoint(path, kind=None, map_location="cpu",
     except IsADirectoryError:
         raise UserError("checkpoint path is a directory", str(path),
                         "pass the .pt file, e.g. best_model.pt inside it") from None
-    except pickle.UnpicklingError as error:
-        if "weights_only" in str(error) or "Weights only load failed" in str(error):
-            found = re.search(r"GLOBAL ([\w.]+)", str(error))
-            what = f" such as {found.group(1)}" if found else ""
-            raise UserError(f"refused to load checkpoint: it holds Python objects{what}, not "
-                            "only tensors (weights-only loading never runs code)", str(path),
-                            refused_fix) from None
-        raise _unreadable(path, error) from None
-    except Exception as error:  # whatever torch/zipfile/pickle raise: the file is damaged
+    except Exception as error:  # whatever torch/zipfile/pickle raise
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if found:  # a well-formed pickle of objects beyond tensors: refused, never run
+            raise UserError(f"refused to load checkpoint: it holds Python objects such as "
+                            f"{found.group(1)}, not only tensors (weights-only loading never "
+                            "runs code)", str(path), refused_fix) from None
         raise _unreadable(path, error) from None
     if not isinstance(ckpt, dict):
         raise UserError("not a sonar-t5 checkpoint (no dictionary inside)", str(path))
@@ -51,9 +47,14 @@ def load_checkpoint(path, kind=None, map_location="cpu",
 
 
 def _unreadable(path, error):
-    detail = str(error).splitlines()[0][:80] if str(error) else type(error).__name__
-    return UserError(f"not a readable checkpoint (truncated or corrupt: {detail})", str(path),
-                     "use another copy, e.g. last_model.pt or best_model.pt")
+    """Random bytes, a truncated or damaged file. torch's own text is not repeated: it
+    suggests turning unsafe loading on."""
+    reason = re.search(r"WeightsUnpickler error: (.+)", str(error))
+    detail = (reason.group(1).strip() if reason else
+              f"{type(error).__name__}: {str(error).splitlines()[0][:60]}" if str(error)
+              else type(error).__name__)
+    return UserError(f"not a readable checkpoint (truncated or corrupt: {detail[:80]})",
+                     str(path), "use another copy, e.g. last_model.pt or best_model.pt")
 
 
 def load_state_dict_strict(module, state_dict, path):

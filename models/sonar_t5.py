@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
+from common.errors import UserError
+
 from .encoders import encoder_from_config
 from .perceiver import PerceiverResampler
 from .projection_bridge import ProjectionBridge
@@ -40,6 +42,10 @@ def build_bridge(config: SonarT5Config, d_model, input_dim):
     """input_dim: the width of what the bridge reads, the pooled embedding (1024) or the
     encoder's token states (its own width: 1024 for a t5-v1_1-large SONAR encoder)."""
     if config.bridge == "projection":
+        if d_model % config.num_heads:  # its attention runs at T5's width
+            raise UserError(f"--num_heads {config.num_heads} does not divide the T5 width "
+                            f"{d_model} that the projection bridge attends at", "command line",
+                            "pick a divisor, e.g. 8")
         return ProjectionBridge(input_dim=input_dim, hidden_dim=config.hidden_dim,
                                 output_dim=d_model, num_latents=config.num_latents,
                                 num_heads=config.num_heads)

@@ -57,10 +57,23 @@ def load_t5(t5_model, vocab_size=None):
         return _drop_encoder(T5ForConditionalGeneration(preset_config(t5_model, vocab_size)))
     try:
         t5 = T5ForConditionalGeneration.from_pretrained(t5_model)
-    except (OSError, ValueError):
-        why = ("the directory holds no loadable T5 model" if os.path.isdir(t5_model)
+    except Exception as error:  # missing, truncated, refused (weights-only) or foreign files
+        why = (f"the directory holds no loadable T5 model ({_first_line(error)})"
+               if os.path.isdir(t5_model)
                else "not a local directory, not in the HF cache, and the hub is unreachable")
         raise UserError(f"cannot load T5 model '{t5_model}': {why}", "--t5_model",
                         "save it once with save_pretrained and pass that directory, or use a "
                         f"from-scratch preset: {', '.join(T5_PRESETS)}") from None
     return _drop_encoder(t5)
+
+
+def _first_line(error):
+    """The gist of a loading error, without library advice to turn unsafe loading on."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error" in line or "Unsupported global" in line:
+            return "it holds Python objects beyond tensors; refused"
+    text = lines[0] if lines else type(error).__name__
+    if "weights_only" in text or "Weights only" in text:
+        return "not a readable weights file"
+    return text[:100]

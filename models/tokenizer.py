@@ -7,6 +7,7 @@ transformers 5.x's T5Tokenizer pitfalls (T5Tokenizer(vocab_file=...) maps every 
 the checkpoint.
 """
 import io
+import re
 
 import sentencepiece as spm
 import torch
@@ -19,12 +20,18 @@ PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 class Tokenizer:
     pad_id, eos_id, unk_id = PAD_ID, EOS_ID, UNK_ID
 
-    def __init__(self, model_bytes: bytes):
+    def __init__(self, model_bytes: bytes, source="tokenizer"):
+        """source: where the bytes come from (a checkpoint, a spiece.model), for errors."""
         self.model_bytes = bytes(model_bytes)
-        self.sp = spm.SentencePieceProcessor(model_proto=self.model_bytes)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=self.model_bytes)
+        except Exception:  # sentencepiece raises RuntimeError or its own parse errors
+            raise UserError("the SentencePiece tokenizer is corrupt (cannot be parsed)",
+                            str(source), "use another copy of the file") from None
         ids = (self.sp.pad_id(), self.sp.eos_id(), self.sp.unk_id())
         if ids != (PAD_ID, EOS_ID, UNK_ID):
-            raise UserError(f"tokenizer has pad/eos/unk ids {ids}, T5 needs (0, 1, 2)")
+            raise UserError(f"tokenizer has pad/eos/unk ids {ids}, T5 needs (0, 1, 2)",
+                            str(source))
 
     @property
     def vocab_size(self):
@@ -49,17 +56,26 @@ class Tokenizer:
         return torch.frombuffer(bytearray(self.model_bytes), dtype=torch.uint8)
 
     @classmethod
-    def from_tensor(cls, tensor):
-        return cls(tensor.cpu().numpy().tobytes())
+    def from_tensor(cls, tensor, source="checkpoint"):
+        return cls(tensor.cpu().numpy().tobytes(), source)
 
 
 def train_tokenizer(texts, vocab_size=1000):
     """A unigram SentencePiece model on the training texts, with T5's special ids."""
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
-        model_type="unigram", character_coverage=1.0, pad_id=PAD_ID, eos_id=EOS_ID,
-        unk_id=UNK_ID, bos_id=-1, hard_vocab_limit=False, num_threads=2, minloglevel=2)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+            model_type="unigram", character_coverage=1.0, pad_id=PAD_ID, eos_id=EOS_ID,
+            unk_id=UNK_ID, bos_id=-1, hard_vocab_limit=False, num_threads=2, minloglevel=2)
+    except RuntimeError as error:
+        needed = re.search(r"(\d+) vs (\d+)", str(error))
+        if "Vocabulary size is smaller than required" not in str(error):
+            raise
+        need = f" (they need at least {needed.group(2)})" if needed else ""
+        raise UserError(f"--vocab_size {vocab_size} is smaller than the training texts' "
+                        f"characters and special tokens{need}", "--vocab_size",
+                        "use a larger vocabulary, e.g. 1000") from None
     return Tokenizer(model.getvalue())
 
 
@@ -74,4 +90,4 @@ def load_pretrained_tokenizer(t5_model):
                         "point --t5_model at a local save_pretrained directory with "
                         "spiece.model, or use a from-scratch preset") from None
     with open(path, "rb") as f:
-        return Tokenizer(f.read())
+        return Tokenizer(f.read(), path)
