@@ -10,8 +10,9 @@ from pathlib import Path
 
 from common.errors import UserError, cli_main
 from common.files import atomic_write
-from evaluation.report import (format_summary, load_history, plot_comparison, plot_run,
-                               results_table, summarize, to_latex, to_markdown)
+from evaluation.report import (check_figure_path, check_parent_dir, format_summary,
+                               load_history, plot_comparison, plot_run, results_table,
+                               summarize, to_latex, to_markdown)
 
 
 def parse_args(argv=None):
@@ -26,7 +27,12 @@ def parse_args(argv=None):
     p.add_argument("--output", help="PNG path (default: CHECKPOINT_DIR/training_curves.png, "
                                     "or training_curves_comparison.png); for --table the "
                                     "path stem of the .md and .tex files (default: results)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.table:
+        check_parent_dir(args.output or "results", "--output")
+    elif args.output:  # before any history is read
+        check_figure_path(args.output, "--output")
+    return args
 
 
 def write_text(path, text):

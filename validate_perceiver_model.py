@@ -6,16 +6,23 @@
 """
 import argparse
 
-from common.cli import HelpFormatter
+from common.cpu import wait_politely_if_shared
+
+wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy once
+
+import torch
+
+from common.cli import HelpFormatter, check_flag_ranges
 from common.device import resolve_device
-from common.errors import UserError, cli_main
+from common.errors import cli_main
+from common.files import check_output_dir_usable
 from common.precision import resolve_precision
 from evaluation.generation import add_generation_args
 from evaluation.validate import format_report, validate_checkpoint, write_results
 from models.checkpoint import load_model
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="best_model.pt or last_model.pt")
@@ -24,21 +31,32 @@ def parse_args(argv=None):
     p.add_argument("--output", default="validation_results",
                    help="directory for validation_summary.json and translations.txt")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    p.add_argument("--num_threads", type=int, default=0,
+                   help="CPU threads for PyTorch (0 = one per core)")
     p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
     p.add_argument("--num_samples", type=int, default=10, help="sample translations to show")
+    p.add_argument("--max_frames", type=int, default=None,
+                   help="uniformly subsample longer sequences to this many frames (default: "
+                        "the checkpoint's training setting; 0 = off)")
     add_generation_args(p, default_note="the checkpoint's training settings")
-    args = p.parse_args(argv)
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise UserError("--batch_size and --limit must be at least 1", "command line")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    check_flag_ranges(args)
+    check_output_dir_usable(args.output, "--output")  # before translating anything
     return args
 
 
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     device = resolve_device(args.device)
     model, tokenizer, ckpt = load_model(args.checkpoint, device)
     summary, ids, refs, hyps = validate_checkpoint(model, tokenizer, ckpt, args, device,

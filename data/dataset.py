@@ -10,6 +10,7 @@ opened lazily in __getitem__: memory does not grow with the dataset.
 import math
 import os
 import warnings
+from collections import Counter
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -18,6 +19,8 @@ from tqdm.auto import tqdm
 from common.errors import UserError
 
 from .features import feature_shape, find_feature_file, load_features, subsample
+
+DIM_SAMPLE = 32  # files whose dimension decides the data set's, so one odd file is named
 from .manifest import read_manifest
 
 
@@ -25,19 +28,25 @@ class FeatureDataset(Dataset):
     """Rows of a manifest whose feature files exist. Items: {index, id, text, inputs, encoded}."""
 
     def __init__(self, manifest, features_dir, *, max_frames=0, skip_missing=False,
-                 expected_dim=None, limit=None):
+                 expected_dim=None, limit=None, skip_missing_flag="--skip_missing"):
+        """expected_dim: the feature dimension (e.g. the encoder's); else the one most of the
+        first files have. skip_missing_flag: the flag that drops rows without a file, named
+        in the error (None where the script has no such flag)."""
         self.manifest, self.features_dir, self.max_frames = manifest, features_dir, max_frames
         if not features_dir or not os.path.isdir(features_dir):
             raise UserError("features directory not found", str(features_dir),
                             "check --*_features")
         rows = read_manifest(manifest)[:limit]
-        paths = [find_feature_file(features_dir, r.id, r.feature_path) for r in rows]
+        paths = [find_feature_file(features_dir, r.id, r.feature_path, f"{manifest}:{r.line}")
+                 for r in rows]
         missing = [r.id for r, p in zip(rows, paths) if p is None]
         if missing and not skip_missing:
+            fix = "fix the paths" + (f", or pass {skip_missing_flag} to drop those rows"
+                                     if skip_missing_flag else "")
             raise UserError(
                 f"{len(missing)} of {len(rows)} feature files are missing (first: "
                 f"{', '.join(missing[:3])})", f"manifest {manifest}, features {features_dir}",
-                "fix the paths, or pass --skip_missing to drop those rows")
+                fix)
         if missing:
             warnings.warn(f"skipping {len(missing)} rows of {manifest} with no feature file "
                           f"(first: {', '.join(missing[:3])})", stacklevel=2)
@@ -45,7 +54,7 @@ class FeatureDataset(Dataset):
         if not kept:
             raise UserError("no row has a feature file", str(manifest))
         self.rows, self.paths = [r for r, _ in kept], [p for _, p in kept]
-        self.feature_dim = expected_dim or feature_shape(self.paths[0])[1]
+        self.feature_dim = expected_dim or majority_dim(self.paths[:DIM_SAMPLE])
         self._lengths = None
 
     def __len__(self):
@@ -73,6 +82,13 @@ class FeatureDataset(Dataset):
                     self.paths, desc=f"measuring lengths ({self.manifest})", leave=False)]
             self._lengths = [min(n, self.max_frames) if self.max_frames else n for n in raw]
         return self._lengths
+
+
+def majority_dim(paths):
+    """The feature dimension most of these files have: one odd file among the first does not
+    make every good file the culprit."""
+    dims = Counter(feature_shape(p)[1] for p in paths)
+    return dims.most_common(1)[0][0]
 
 
 class Collator:

@@ -23,8 +23,14 @@ def candidate_paths(features_dir, sample_id):
             yield root / sample_id[:5] / f"{name}{ext}"
 
 
-def find_feature_file(features_dir, sample_id, explicit=None):
-    """The file for one sample, or None. An explicit path is relative to features_dir."""
+def find_feature_file(features_dir, sample_id, explicit=None, where=None):
+    """The file for one sample, or None. An explicit path is relative to features_dir. Either
+    must stay inside features_dir (an id like ../x would read another split's files)."""
+    for name in (sample_id, explicit):
+        if name and (os.path.isabs(name) or ".." in Path(name).parts):
+            raise UserError(f"'{name}' points outside the features directory", where or
+                            str(features_dir), "ids and feature paths must be relative and "
+                                               "stay inside it")
     if explicit:
         path = Path(features_dir) / explicit
         return path if path.is_file() else None
@@ -65,6 +71,9 @@ def load_features(path, expected_dim=None):
                         str(path), "save one (frames, dim) array per sample")
     if x.shape[0] == 0:
         raise UserError("feature file has zero frames", str(path), "remove its row")
+    if x.shape[1] == 0:
+        raise UserError("feature vectors have zero dimensions (shape "
+                        f"{tuple(x.shape)})", str(path), "re-extract this sample's features")
     if expected_dim is not None and x.shape[1] != expected_dim:
         raise UserError(f"feature dimension {x.shape[1]}, expected {expected_dim} like the "
                         "rest", str(path), "use features from the same extractor")
@@ -83,8 +92,9 @@ def feature_shape(path):
             shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
         except (ValueError, OSError) as error:
             raise UserError(f"cannot read feature file ({error})", str(path)) from None
-        return (1, shape[0]) if len(shape) == 1 else tuple(shape)
-    return tuple(load_features(path).shape)
+        if len(shape) in (1, 2) and 0 not in shape:
+            return (1, shape[0]) if len(shape) == 1 else tuple(shape)
+    return tuple(load_features(path).shape)  # reads it, and names what is wrong
 
 
 def subsample(x, max_frames):

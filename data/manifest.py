@@ -61,6 +61,9 @@ def _layout(path, first_row):
                             f"name one of {', '.join(ID_COLUMNS if id_col is None else TEXT_COLUMNS)}")
         return True, dict(id=id_col, text=text_col, length=_first(first_row, LENGTH_COLUMNS),
                           path=_first(first_row, PATH_COLUMNS))
+    if len(first_row) == 1 and "," in first_row[0]:
+        raise UserError("manifest is not tab-separated: line 1 has commas and no tabs",
+                        f"{path}:1", "save it with tabs between the columns (TSV)")
     if len(first_row) == 3:
         return False, dict(id=0, length=1, text=2, path=None)
     if len(first_row) == 2:

@@ -1,10 +1,12 @@
 """One pass over a data set: losses (true and shuffled prefixes) and batched generate()."""
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from common.errors import UserError
 from common.precision import autocast
 from data.dataset import model_inputs
 
@@ -49,9 +51,27 @@ def add_generation_args(parser, default_note=None):
     return group
 
 
+@contextmanager
+def naming_the_batch_if_out_of_memory(batch, max_frames_flag="--max_frames"):
+    """A batch too large for memory (a 20,000-frame sample asks for hundreds of GB of
+    attention) becomes one line naming its longest sample and the flag that caps lengths."""
+    try:
+        yield
+    except RuntimeError as error:  # torch.OutOfMemoryError on CUDA is a RuntimeError too
+        if not ("out of memory" in str(error) or "can't allocate memory" in str(error)):
+            raise
+        frames = batch["input_mask"].sum(1)
+        longest = int(frames.argmax())
+        raise UserError(f"out of memory on a batch of {len(frames)} samples, the longest "
+                        f"'{batch['ids'][longest]}' with {int(frames[longest])} frames",
+                        "the model's forward pass", f"cap sequence lengths with "
+                        f"{max_frames_flag} (e.g. 1000), or lower the batch size") from None
+
+
 @torch.no_grad()
 def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp32",
-                   generate=True, desc="validating", show_progress=True):
+                   generate=True, desc="validating", show_progress=True,
+                   max_frames_flag="--max_frames"):
     """-> {val_loss, cond_gap, hypotheses {index: text}}.
 
     The conditioning gap (nats/token) is the loss with each prefix given to another sample
@@ -64,7 +84,8 @@ def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp3
     hypotheses = {}
     for batch in tqdm(loader, desc=desc, leave=False, disable=not show_progress):
         labels = batch["labels"].to(device)
-        with autocast(device, precision):
+        with naming_the_batch_if_out_of_memory(batch, max_frames_flag), \
+                autocast(device, precision):
             prefix = model.prefix(**model_inputs(batch, device))
             loss = model.decoder_loss(prefix, labels, reduction="sum")
             shuffled = model.decoder_loss(prefix.roll(1, dims=0), labels, reduction="sum")

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
-from common.files import read_json  # noqa: E402
+from common.files import atomic_write, read_json  # noqa: E402
 
 
 def load_history(run_dir):
@@ -80,7 +80,8 @@ def _finish(fig, axes, title, output):
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(output, dpi=150)
+    fmt = Path(output).suffix.lstrip(".").lower()
+    atomic_write(output, lambda f: fig.savefig(f, dpi=150, format=fmt))
     plt.close(fig)
 
 
@@ -132,3 +133,23 @@ def to_latex(frame):
     body = styler.to_latex(hrules=True, column_format="l" * len(frame.columns))
     return ("\\begin{table}[t]\n\\centering\n" + body
             + "\\caption{Results (sonar-t5).}\n\\end{table}\n")
+
+
+def check_figure_path(output, flag="--output"):
+    """Before any work: the figure's format is one matplotlib writes, its directory exists."""
+    path = Path(output)
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in formats:
+        raise UserError(f"{flag} has {'no' if not fmt else 'an unknown'} image extension "
+                        f"('{path.suffix}')", str(path),
+                        f"end it in one of: {', '.join('.' + f for f in sorted(formats))}")
+    check_parent_dir(path, flag)
+
+
+def check_parent_dir(path, flag="--output"):
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise UserError(f"{flag}'s directory does not exist", str(parent),
+                        "create it first, or choose another path")

@@ -15,13 +15,15 @@ def validate_checkpoint(model, tokenizer, ckpt, args, device, precision="fp32"):
     train_args = ckpt.get("train_args", {})
     settings = GenerationSettings.from_args(args, defaults={
         k: train_args[k] for k in vars(GenerationSettings()) if train_args.get(k) is not None})
-    dataset = FeatureDataset(args.manifest, args.features, max_frames=model.config.max_frames,
-                             expected_dim=model.encoder.config.input_dim, limit=args.limit)
+    max_frames = model.config.max_frames if args.max_frames is None else args.max_frames
+    dataset = FeatureDataset(args.manifest, args.features, max_frames=max_frames,
+                             expected_dim=model.encoder.config.input_dim, limit=args.limit,
+                             skip_missing_flag=None)
     loader = make_loader(dataset, Collator(tokenizer, train_args.get("max_target_length", 128)),
                          args.batch_size, shuffle=False, num_workers=args.num_workers)
     start = time.time()
     result = run_evaluation(model, loader, tokenizer, device, settings, precision=precision,
-                            desc="translating")
+                            desc="translating", max_frames_flag="--max_frames")
     elapsed = time.time() - start
     ids = [r.id for r in dataset.rows]
     references = [r.text for r in dataset.rows]
@@ -36,7 +38,8 @@ def validate_checkpoint(model, tokenizer, ckpt, args, device, precision="fp32"):
         "verdict": verdict, "suggested_action": action,
         "diversity_verdict": diversity_verdict(div),
         "val_loss": result["val_loss"], "cond_gap": result["cond_gap"],
-        "generation": vars(settings), "samples_per_s": len(dataset) / elapsed,
+        "generation": vars(settings), "max_frames": max_frames,
+        "samples_per_s": len(dataset) / elapsed,
         "checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
         "features": str(args.features), "manifest": str(args.manifest),
     }
