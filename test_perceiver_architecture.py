@@ -9,6 +9,10 @@ import argparse
 import sys
 import time
 
+from common.cpu import wait_politely_if_shared
+
+wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy once
+
 import torch
 
 from common.device import resolve_device

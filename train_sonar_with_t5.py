@@ -6,13 +6,17 @@
         --train_manifest ... --val_features ... --val_manifest ... --output_dir runs/x
 
 main() below is the whole run, top to bottom. Each step is one call into a package:
-flags (training/args.py), the output directory (training/output_dir.py), data and model
-(training/setup.py), the frozen-encoder cache (training/encoder_cache.py), one epoch of
+flags (training/args.py), the output directory and its lock (training/output_dir.py), data
+and model (training/setup.py), the frozen-encoder cache (training/encoder_cache.py), one epoch of
 training or evaluation (training/engine.py), checkpoints and resume (training/state.py).
 """
 import sys
 import time
 from pathlib import Path
+
+from common.cpu import wait_politely_if_shared
+
+wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy once
 
 import torch
 from tqdm.auto import tqdm
@@ -26,88 +30,92 @@ from training.distributed import open_runtime
 from training.encoder_cache import cached_loader
 from training.engine import epoch_record, evaluate, report_epoch, train_one_epoch
 from training.optim import build_optimization
-from training.output_dir import ReplacedRun, check_output_dir
+from training.output_dir import OutputDir
 from training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
-                            wrap_for_training, write_run_config)
-from training.state import TrainState, exit_interrupted, restore_progress, save_progress
+                            run_config, wrap_for_training)
+from training.state import (TrainState, check_resume, exit_interrupted, ignore_further_stops,
+                            restore_progress, save_progress)
 
 
 @cli_main
 def main(argv=None):
     args = parse_args(argv)  # every flag checked here, before any work
-    with open_runtime(args.device, args.precision) as runtime:
+    with open_runtime(args.device, args.precision, args.num_threads) as runtime, \
+            OutputDir(args, runtime.dist.is_main) as out_dir:  # locked while the run writes
         dist, device, say = runtime.dist, runtime.device, runtime.say
-        resume_from, old_run_files = check_output_dir(args)
         if args.demo:
             make_demo_data_once(args, dist)
         torch.manual_seed(args.seed)
 
         # Data and model: new, or (--resume) the model of last_model.pt.
-        if resume_from:
-            model, tokenizer, ckpt = load_model(resume_from)
+        if out_dir.resume_from:
+            model, tokenizer, ckpt = load_model(out_dir.resume_from)
+            resume_note = check_resume(args, ckpt, out_dir.resume_from)
             train_set, val_set = open_datasets(args, model.encoder.config.input_dim)
         else:
-            ckpt = None
+            ckpt = resume_note = None
             train_set, val_set = open_datasets(args)
             model, tokenizer = build_new_model(args, train_set, dist)
+        out_dir.set_aside_old_run()  # --overwrite: data and model check out
 
-        with ReplacedRun(args.output_dir, old_run_files, dist.is_main) as old_run:
-            model.to(device).train()
-            if runtime.precision == "fp16":
-                guard_t5_fp16(model.t5)
-            train_loader, val_loader = make_loaders(args, train_set, val_set, tokenizer, dist,
-                                                    device)
-            if args.freeze_encoder:
-                model.freeze_encoder()
-                if not args.no_encoder_cache:  # a frozen encoder is a fixed function: run once
-                    train_loader = cached_loader(model, train_loader, runtime)
-                    val_loader = cached_loader(model, val_loader, runtime)
-            train_model = wrap_for_training(model, args, dist, device)  # DDP, torch.compile
-            steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
-            optimization = build_optimization(model, args, steps_per_epoch, runtime)
-            state, history = TrainState(), []
-            if ckpt is not None:
-                state, history = restore_progress(ckpt, optimization)
-            settings = GenerationSettings.from_args(args)  # per-epoch validation's generate()
-            if dist.is_main:
-                write_run_config(args, model, settings, train_set, val_set, runtime)
-            say(f"{'resuming' if ckpt else 'training'} on {device} ({runtime.precision}, "
-                f"{dist.world_size} process{'es' * (dist.world_size > 1)}): "
-                f"{len(train_set)} train / {len(val_set)} val samples, parameters: "
-                + ", ".join(f"{k} {v:,}" for k, v in model.parameter_counts().items()))
-            if args.compile:
-                say("--compile: the first batches of each new shape compile (a minute or more) "
-                    "before training runs at full speed")
+        model.to(device).train()
+        if runtime.precision == "fp16":
+            guard_t5_fp16(model.t5)
+        train_loader, val_loader = make_loaders(args, train_set, val_set, tokenizer, dist, device)
+        if args.freeze_encoder:
+            model.freeze_encoder()
+            if not args.no_encoder_cache:  # a frozen encoder is a fixed function: run it once
+                train_loader = cached_loader(model, train_loader, runtime)
+                val_loader = cached_loader(model, val_loader, runtime)
+        train_model = wrap_for_training(model, args, dist, device)  # DDP, torch.compile
+        steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
+        optimization = build_optimization(model, args, steps_per_epoch, runtime)
+        state, history = TrainState(), []
+        if ckpt is not None:
+            state, history = restore_progress(ckpt, optimization)
+        settings = GenerationSettings.from_args(args)  # per-epoch validation's generate()
+        config = run_config(args, model, settings, train_set, val_set, runtime)
+        say(f"{'resuming' if ckpt else 'training'} on {device} ({runtime.precision}, "
+            f"{dist.world_size} process{'es' * (dist.world_size > 1)}): "
+            f"{len(train_set)} train / {len(val_set)} val samples, parameters: "
+            + ", ".join(f"{k} {v:,}" for k, v in config["parameters"].items()))
+        for note in filter(None, [resume_note, args.compile and COMPILE_NOTE]):
+            say(note)
 
-            epoch = state.epoch + 1
-            try:
-                for epoch in tqdm(range(state.epoch + 1, args.epochs + 1), desc="epochs",
-                                  initial=state.epoch, total=args.epochs,
-                                  disable=not dist.is_main):
-                    start = time.time()
-                    train_loss, samples_per_s = train_one_epoch(
-                        epoch, train_model, train_loader, optimization, state, args, runtime)
-                    metrics = evaluate(model, val_loader, tokenizer, settings, runtime)
-                    record = epoch_record(epoch, train_loss, samples_per_s, metrics, state,
-                                          optimization, time.time() - start)
-                    history.append(record)
-                    improved = state.end_epoch(epoch, record["val_bleu"])
-                    if dist.is_main:
-                        save_progress(args, model, tokenizer, state, history, optimization,
-                                      improved)
-                        old_run.drop()  # --overwrite: the new run now stands on its own
-                        report_epoch(record, metrics["diversity"]["collapsed"], history, args,
-                                     say)
-                    if args.patience and state.bad_epochs >= args.patience:
-                        say(f"early stopping: no BLEU gain for {args.patience} epochs")
-                        break
-            except KeyboardInterrupt:  # anywhere in the loop: save where training stands
+        epoch = state.epoch + 1
+        try:
+            for epoch in tqdm(range(state.epoch + 1, args.epochs + 1), desc="epochs",
+                              initial=state.epoch, total=args.epochs, disable=not dist.is_main):
+                start = time.time()
+                train_loss, samples_per_s = train_one_epoch(
+                    epoch, train_model, train_loader, optimization, state, args, runtime)
+                metrics = evaluate(model, val_loader, tokenizer, settings, runtime)
+                record = epoch_record(epoch, train_loss, samples_per_s, metrics, state,
+                                      optimization, time.time() - start)
+                history.append(record)
+                improved = state.end_epoch(epoch, record["val_bleu"])
                 if dist.is_main:
-                    save_progress(args, model, tokenizer, state, history, optimization, False)
-                    old_run.drop()
-                exit_interrupted(args, epoch, state)
+                    save_progress(args, model, tokenizer, state, history, optimization,
+                                  improved, config)
+                    out_dir.checkpoint_written()  # --overwrite: the earlier run goes now
+                    report_epoch(record, metrics["diversity"]["collapsed"], history, args, say)
+                if args.patience and state.bad_epochs >= args.patience:
+                    say(f"early stopping: no BLEU gain for {args.patience} epochs")
+                    break
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM, anywhere in the loop
+            ignore_further_stops()
+            if out_dir.replacing:  # nothing of the new run is worth the earlier run: put it back
+                raise
+            if dist.is_main:  # save where training stands, mid-epoch too
+                save_progress(args, model, tokenizer, state, history, optimization, False,
+                              config)
+            exit_interrupted(args, epoch, state, stop)
         if dist.is_main:
             print_next_steps(args, state, history)
+
+
+COMPILE_NOTE = ("--compile: the first batches of each new shape compile (a minute or more) "
+                "before training runs at full speed")
 
 
 def print_next_steps(args, state, history):

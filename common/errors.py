@@ -1,7 +1,9 @@
 """User-facing errors: one line `error: <what>, <where> (<how to fix>)`, exit status 2, no
 traceback."""
 import functools
+import signal
 import sys
+import warnings
 
 EXIT_USER_ERROR = 2
 
@@ -30,18 +32,48 @@ def one_line(error):
     return last.split(prefix, 1)[-1]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM and most schedulers send it before killing a job): handled like Ctrl-C,
+    exit status 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+# Library warnings that describe what this toolkit does on purpose, not a problem.
+QUIET_WARNINGS = (
+    # a non-finite gradient skips the optimizer step while the schedule moves on
+    r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`",
+)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line, `warning: <message>`, without the library's source line."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=sys.stderr if file is None else file)
+
+
 def cli_main(main):
-    """Wrap a script's main(): UserError becomes `error: ...` on stderr and exit status 2."""
+    """Wrap a script's main(): UserError becomes `error: ...` on stderr and exit status 2;
+    warnings print as one line each."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        warnings.showwarning = show_warning
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
         try:
             return main(argv)
         except UserError as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(error.exit_code)
-        except KeyboardInterrupt:  # Ctrl-C before anything worth saving existed
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM before anything worth saving
+            terminated = isinstance(stop, Terminated)
+            print("terminated" if terminated else "interrupted", file=sys.stderr)
+            sys.exit(143 if terminated else 130)
+        finally:  # a SIGTERM while the interpreter shuts down just ends it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     return wrapper

@@ -7,39 +7,58 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserError
+from .errors import Terminated, UserError
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what schedulers send
 
 
 @contextmanager
-def ctrl_c_deferred():
-    """Ctrl-C inside the block takes effect when it ends, so a write is never cut short
-    (torch.save interrupted half-way raises its own error instead of KeyboardInterrupt)."""
+def stops_deferred():
+    """Ctrl-C or SIGTERM inside the block takes effect when it ends, so a write is never cut
+    short (torch.save interrupted half-way raises its own error instead)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    # Signals already ignored (after a first Ctrl-C, while its save runs) stay ignored.
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum))
+                for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
     if received:
-        raise KeyboardInterrupt
+        raise Terminated if received[0] == signal.SIGTERM else KeyboardInterrupt
+
+
+def _default_permissions():
+    """What a plain open() would give a new file: 0666 less the umask (mkstemp gives 0600,
+    unreadable to colleagues on a shared server)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_PERMISSIONS = _default_permissions()
 
 
 def atomic_write(path, write_fn, binary=True):
-    """Call write_fn(file) on a temp file beside `path`, fsync it, then rename over `path`.
+    """Call write_fn(file) on a temp file beside `path`, fsync it, then rename over `path`:
+    every output file (checkpoints, JSON, PNG, TSV, Markdown, LaTeX) is written here.
 
     os.replace is atomic on POSIX, so readers see the old file or the new one, never half.
     A failure (full disk, say) removes the temp file and leaves `path` untouched.
     """
-    with ctrl_c_deferred():
+    with stops_deferred():
         _atomic_write(Path(path), write_fn, binary)
 
 
 def _atomic_write(path, write_fn, binary):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_PERMISSIONS)
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             write_fn(f)
             f.flush()
@@ -69,3 +88,21 @@ def read_json(path):
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"not valid JSON ({error})", str(path),
                         "the file is damaged; rerun what wrote it") from None
+
+
+def check_output_dir_usable(directory, flag):
+    """Before long work: `directory` is a directory that takes files, or can be made one.
+    Creates nothing."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} is a file, not a directory", str(path),
+                        "choose another path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} lies under a file, not a directory", str(existing),
+                        "choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} is not writable", str(existing),
+                        "choose a directory you can write to")

@@ -3,7 +3,7 @@ defaults, and the checks that run before any work."""
 import argparse
 from pathlib import Path
 
-from common.cli import HelpFormatter
+from common.cli import HelpFormatter, check_flag_ranges
 from common.errors import UserError
 from data.synthetic import demo_paths
 from evaluation.generation import add_generation_args
@@ -24,6 +24,9 @@ DATA_FLAGS = ("train_features", "train_manifest", "val_features", "val_manifest"
 
 
 def check_args(args):
+    """Every flag's range (one table, common/cli.py), then the combinations that make no
+    sense; nothing has been read or written yet."""
+    check_flag_ranges(args)
     if args.demo:  # the demo data under the output directory, unless paths were given
         paths = demo_paths(Path(args.output_dir) / DEMO_DATA_DIR)
         for split in ("train", "val", "test"):
@@ -49,11 +52,9 @@ def check_args(args):
     if args.identity_encoder and args.sonar_checkpoint:
         raise UserError("--identity_encoder and --sonar_checkpoint contradict each other",
                         "command line", "pick one")
-    for name in ("epochs", "batch_size", "grad_accum_steps"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1", "command line")
-    if not 0 <= args.word_dropout < 1 or not 0 <= args.label_smoothing < 1:
-        raise UserError("--word_dropout and --label_smoothing must be in [0, 1)", "command line")
+    if not (args.sonar_checkpoint or args.identity_encoder) and args.encoder_dim % 8:
+        raise UserError(f"--encoder_dim {args.encoder_dim} is not a multiple of 8, the feature "
+                        "encoder's attention heads", "command line", "use e.g. 128, 256 or 512")
 
 
 def build_parser():
@@ -148,6 +149,9 @@ def build_parser():
     run.add_argument("--output_dir", default=None,
                      help="where the run's files go (default: runs/demo with --demo)")
     run.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    run.add_argument("--num_threads", type=int, default=0,
+                     help="CPU threads for PyTorch (0 = one per core); on a shared machine, "
+                          "OpenMP threads wait passively when other jobs run at start")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                      help="auto: bf16 on GPUs that have it, fp16 (guarded) on others, fp32 on CPU")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/last_model.pt")

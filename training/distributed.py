@@ -40,9 +40,11 @@ class Runtime:
 
 
 @contextmanager
-def open_runtime(device_name, precision_name):
+def open_runtime(device_name, precision_name, num_threads=0):
     """`with open_runtime(args.device, args.precision) as runtime:` joins torchrun's process
     group when launched by torchrun and leaves it at the end, whatever happens."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
     dist_info, device = init_distributed(device_name)
     try:
         yield Runtime(device, resolve_precision(precision_name, device), dist_info)

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from common.precision import autocast
 from data.dataset import make_loader, model_inputs
+from evaluation.generation import naming_the_batch_if_out_of_memory
 
 
 class CachedStatesDataset(Dataset):
@@ -57,7 +58,7 @@ def encode_all(model, loader, device, precision, show_progress=True):
     for batch in tqdm(loader, desc="caching frozen encoder outputs", leave=False,
                       disable=not show_progress):
         inputs = model_inputs(batch, device)
-        with autocast(device, precision):
+        with naming_the_batch_if_out_of_memory(batch), autocast(device, precision):
             s, mask = model.encode(inputs["inputs"], inputs["input_mask"])
         for index, row, row_mask in zip(batch["index"].tolist(), s, mask):
             states[index] = row[row_mask.bool()].to("cpu", dtype)

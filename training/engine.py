@@ -9,13 +9,15 @@ import torch
 from tqdm.auto import tqdm
 
 from common.errors import UserError
+from common.files import stops_deferred
 from common.precision import autocast
 from data.dataset import model_inputs
-from evaluation.generation import run_evaluation
+from evaluation.generation import naming_the_batch_if_out_of_memory, run_evaluation
 from evaluation.metrics import corpus_scores, diversity
 
 from .distributed import all_reduce_sum, gather_dicts
 from .optim import learning_rates
+from .state import batch_seed
 
 MAX_NONFINITE_IN_A_ROW = 20
 COND_GAP_WARNING = 0.05  # nats/token: below this the decoder barely uses its input
@@ -41,15 +43,18 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime):
     try:
         for i, batch in enumerate(bar):
             step_ends = (i + 1) % args.grad_accum_steps == 0 or i + 1 == n
+            torch.manual_seed(batch_seed(args.seed, epoch, sampler.start_batch + i,
+                                         runtime.dist.rank))
             loss = forward_backward(model, batch, optimization.scaler, args, runtime,
                                     sync=step_ends)
             finite = torch.isfinite(loss)
             sums += torch.stack([torch.where(finite, loss, 0).double(), finite.double()])
             samples += len(batch["ids"])
-            if step_ends:
-                optimizer_step(optimization, state, args, epoch)
-                state.batches_done = sampler.start_batch + i + 1
-                at_last_step = sums.clone()
+            if step_ends:  # a step and its bookkeeping happen whole: Ctrl-C waits for them
+                with stops_deferred():
+                    optimizer_step(optimization, state, args, epoch)
+                    state.batches_done = sampler.start_batch + i + 1
+                    at_last_step = sums.clone()
             if i % 20 == 0 and runtime.dist.is_main:
                 bar.set_postfix(loss=f"{float(loss):.3f}")
     except KeyboardInterrupt:  # Ctrl-C saves the steps taken; --resume continues after them
@@ -65,7 +70,7 @@ def forward_backward(model, batch, scaler, args, runtime, sync):
     labels = batch["labels"].to(runtime.device, non_blocking=True)
     # Gradient accumulation: DDP all-reduces only on the micro-batch that ends a step.
     context = model.no_sync() if runtime.dist.enabled and not sync else nullcontext()
-    with context:
+    with context, naming_the_batch_if_out_of_memory(batch):
         with autocast(runtime.device, runtime.precision):
             loss = model(labels=labels, label_smoothing=args.label_smoothing,
                          word_dropout=args.word_dropout, **model_inputs(batch, runtime.device))

@@ -1,10 +1,19 @@
-"""The output directory: one run per directory, and --overwrite that never loses a run.
+"""The output directory: one run per directory, locked while it runs, and never a run lost.
 
---overwrite moves the earlier run's files into .replaced_run/ once the data and model have
-checked out. They are removed when the new run has its first checkpoint (drop()); an error,
-Ctrl-C or divergence before that puts them back, so a failed start never leaves neither run.
+`with OutputDir(args, is_main) as out:` takes the directory for this run:
+- it is locked (a second run into it gets a one-line error);
+- a directory holding a run needs --resume or --overwrite;
+- --overwrite sets the earlier run's files aside in .replaced_run/ once the data and model
+  have checked out (set_aside_old_run), and removes them when the new run has its first
+  checkpoint (checkpoint_written). An error, Ctrl-C or SIGTERM before that puts them back,
+  so a failed start never leaves neither run. A run killed (kill -9) in between leaves
+  .replaced_run/ behind; the next start puts it back and says so.
+- a directory this run created is removed again if nothing came of the run.
 """
+import fcntl
+import os
 import shutil
+import time
 from pathlib import Path
 
 from common.errors import UserError
@@ -12,75 +21,135 @@ from common.errors import UserError
 from .args import DEMO_DATA_DIR
 
 REPLACED_DIR = ".replaced_run"
+LOCK_NAME = ".lock"
+CHECKPOINTS = ("last_model.pt", "best_model.pt")
 
 
-def check_output_dir(args):
-    """Refuse to mix runs: a directory holding anything needs --resume or --overwrite.
-    -> (last_model.pt to resume from or None, names that --overwrite will replace)."""
-    out = Path(args.output_dir)
-    last = out / "last_model.pt"
-    if args.resume:
-        if not last.is_file():
-            raise UserError("nothing to resume: no last_model.pt", str(out),
-                            "drop --resume to start a new run")
-        for stale in out.glob(".*.tmp"):  # half-written by a run killed mid-save
-            stale.unlink(missing_ok=True)
-        return last, []
-    held = sorted(p.name for p in out.iterdir() if p.name != DEMO_DATA_DIR) if out.is_dir() else []
-    if held and not args.overwrite:
-        raise UserError(f"output directory is not empty (holds {', '.join(held[:4])})",
-                        str(out), "pass --resume to continue that run, --overwrite to replace "
-                                  "it, or choose another --output_dir")
-    return None, held
+class OutputDir:
+    def __init__(self, args, is_main):
+        self.args, self.is_main = args, is_main
+        self.path = Path(args.output_dir)
+        self.aside = self.path / REPLACED_DIR
+        self.created = not self.path.exists()
+        self.resume_from, self.old_run = None, []
+        self.replacing = False  # the earlier run is in .replaced_run/, the new one has no checkpoint
+        self._lock = None
 
-
-class ReplacedRun:
-    """`with ReplacedRun(dir, names, is_main) as old_run:` sets the earlier run aside for the
-    block; old_run.drop() once the new run has a checkpoint; a failure before that restores it.
-    Nothing to do for a new directory, for --resume, or on processes other than the first."""
-
-    def __init__(self, output_dir, names, is_main):
-        self.out, self.names, self.is_main = Path(output_dir), names, is_main
-        self.aside = self.out / REPLACED_DIR
-        self.replacing = is_main and bool(names)
-
+    # -- entering: lock, tidy up after a killed run, decide ----------------------------------
     def __enter__(self):
         if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        if self.replacing:
-            self._set_aside()
+            self._take_lock()
+            self._put_back_after_a_kill()
+        try:
+            self.resume_from, self.old_run = self._check()
+        except BaseException:
+            self._release()
+            raise
         return self
 
+    def _take_lock(self):
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.path / LOCK_NAME, "a+")
+        except OSError as error:
+            self.created = False
+            raise UserError(f"cannot use the output directory: {error.strerror or error}",
+                            str(self.path), "choose a directory you can write to (not a file "
+                                            "or a path under one)") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another process"
+            self._lock.close()
+            self._lock, self.created = None, False
+            raise UserError(f"the output directory is in use by another run ({holder})",
+                            str(self.path), "wait for it to finish, or choose another "
+                                            "--output_dir") from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        self._lock.flush()
+
+    def _put_back_after_a_kill(self):
+        """A run killed while replacing an earlier one leaves the earlier run in .replaced_run/.
+        Without a checkpoint of its own, the killed run is dropped and the earlier one comes
+        back; with one (killed right after its first save), the earlier run goes."""
+        if not self.aside.is_dir():
+            return
+        if any((self.path / name).is_file() for name in CHECKPOINTS):
+            shutil.rmtree(self.aside)
+            print(f"note: removed {self.aside}: the run that replaced it had reached a "
+                  "checkpoint before it was killed")
+            return
+        self._restore()
+        print(f"note: put back the earlier run from {self.aside}: an --overwrite run was "
+              "killed before its first checkpoint")
+
+    def _check(self):
+        """-> (last_model.pt to resume from or None, names --overwrite will replace)."""
+        args, out = self.args, self.path
+        last = out / "last_model.pt"
+        if args.resume:
+            if not last.is_file():
+                raise UserError("nothing to resume: no last_model.pt", str(out),
+                                "drop --resume to start a new run")
+            if self.is_main:
+                for stale in out.glob(".*.tmp"):  # half-written by a run killed mid-save
+                    stale.unlink(missing_ok=True)
+            return last, []
+        held = sorted(p.name for p in out.iterdir()
+                      if p.name not in (DEMO_DATA_DIR, LOCK_NAME)) if out.is_dir() else []
+        if held and not args.overwrite:
+            raise UserError(f"output directory is not empty (holds {', '.join(held[:4])})",
+                            str(out), "pass --resume to continue that run, --overwrite to "
+                                      "replace it, or choose another --output_dir")
+        return None, held
+
+    # -- the run ---------------------------------------------------------------------------
+    def set_aside_old_run(self):
+        """--overwrite, once data and model are known good: the earlier run moves aside."""
+        if not (self.is_main and self.old_run):
+            return
+        self.aside.mkdir()
+        for name in self.old_run:
+            (self.path / name).rename(self.aside / name)
+        self.replacing = True
+
+    def checkpoint_written(self):
+        """The new run now stands on its own: the earlier one goes."""
+        if self.is_main and self.replacing:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.replacing = False
+
+    # -- leaving ---------------------------------------------------------------------------
     def __exit__(self, error_type, error, traceback):
         if error_type is not None and self.replacing:  # errors, Ctrl-C, exit(1) on divergence
             self._restore()
+            print(f"stopped before the new run's first checkpoint: the earlier run is back "
+                  f"in {self.path}", flush=True)
+        self._release()
         return False
-
-    def drop(self):
-        if self.is_main:
-            shutil.rmtree(self.aside, ignore_errors=True)
-
-    def _set_aside(self):
-        if self.aside.exists():  # a replacement that never reached a checkpoint: partial files
-            for name in self.names:
-                if name != REPLACED_DIR:
-                    _remove(self.out / name)
-            return
-        self.aside.mkdir()
-        for name in self.names:
-            (self.out / name).rename(self.aside / name)
 
     def _restore(self):
         """The new run stopped before its first checkpoint: its files go, the earlier run's
-        return. After drop() there is nothing to restore."""
-        if not self.aside.is_dir():
-            return
-        for path in self.out.iterdir():
-            if path.name not in (REPLACED_DIR, DEMO_DATA_DIR):
+        return."""
+        for path in self.path.iterdir():
+            if path.name not in (REPLACED_DIR, DEMO_DATA_DIR, LOCK_NAME):
                 _remove(path)
         for path in self.aside.iterdir():
-            path.rename(self.out / path.name)
+            path.rename(self.path / path.name)
         self.aside.rmdir()
+        self.replacing = False
+
+    def _release(self):
+        if self._lock is None:
+            return
+        (self.path / LOCK_NAME).unlink(missing_ok=True)
+        self._lock.close()  # closing releases the flock
+        self._lock = None
+        if self.created and not any(self.path.iterdir()):
+            self.path.rmdir()  # a directory this run made, and nothing came of the run
 
 
 def _remove(path):

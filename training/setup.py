@@ -7,7 +7,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from common.files import write_json
 from data.dataset import Collator, FeatureDataset, make_loader
 from data.synthetic import make_demo_data
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
@@ -104,13 +103,14 @@ def wrap_for_training(model, args, dist_info, device):
     return wrapped
 
 
-def write_run_config(args, model, settings, train_set, val_set, runtime):
-    """config.json: every argument, the resolved model config, parameter counts, environment."""
-    write_json(Path(args.output_dir) / "config.json", {
+def run_config(args, model, settings, train_set, val_set, runtime):
+    """What config.json holds: every argument, the resolved model config, parameter counts,
+    the data, the environment."""
+    return {
         "args": vars(args), "model_config": model.config_dict(),
         "parameters": model.parameter_counts(), "generation": vars(settings),
         "data": {"train_samples": len(train_set), "val_samples": len(val_set),
                  "feature_dim": train_set.feature_dim},
         "environment": {"device": str(runtime.device), "precision": runtime.precision,
                         "processes": runtime.dist.world_size, "torch": torch.__version__,
-                        "python": platform.python_version()}})
+                        "python": platform.python_version()}}

@@ -2,6 +2,7 @@
 needs), best_model.pt, training_history.json, and Ctrl-C's save-and-exit."""
 import random
 import shlex
+import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from common.errors import Terminated, UserError
 from common.files import write_json
 from models.checkpoint import save_model
 
@@ -37,9 +39,52 @@ class TrainState:
         return improved
 
 
-def save_progress(args, model, tokenizer, state, history, optimization, improved):
-    """best_model.pt if improved, then last_model.pt, then training_history.json. An epoch
-    counts once it is in last_model.pt: a crash between the two re-runs the epoch."""
+# Flags a resumed run may change: where and how it runs, not what it learns.
+RESUMABLE_CHANGES = {
+    "epochs", "patience", "resume", "overwrite", "output_dir", "device", "precision",
+    "num_workers", "num_threads", "eval_batch_size", "compile", "fused_adamw",
+    "gradient_checkpointing", "no_encoder_cache", "skip_missing", "num_beams",
+    "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty", "length_penalty",
+    "train_features", "train_manifest", "val_features", "val_manifest", "test_features",
+    "test_manifest"}
+TRAINING_STATE = ("state", "optimizer", "scheduler", "scaler", "rng", "history")
+
+
+def check_resume(args, ckpt, path):
+    """--resume continues the run last_model.pt holds, as it was set up: refuse flags that
+    would change what it learns. -> a note when --epochs changes the schedule, else None."""
+    missing = [key for key in TRAINING_STATE if key not in ckpt]
+    if missing:
+        raise UserError(f"cannot resume: the checkpoint has no training state ({', '.join(missing)})",
+                        str(path), "last_model.pt as a training run wrote it holds it "
+                                   "(best_model.pt does not); or start a new run")
+    saved = ckpt.get("train_args", {})
+    given = vars(args)
+    differ = [f"--{k} {given[k]} (the run: {saved[k]})" for k in sorted(saved)
+              if k in given and k not in RESUMABLE_CHANGES and given[k] != saved[k]]
+    if differ:
+        raise UserError(f"--resume with settings that differ from the run's: "
+                        f"{'; '.join(differ[:4])}{' ...' if len(differ) > 4 else ''}", str(path),
+                        "resume with the run's own flags (its config.json lists them), or start "
+                        "a new run with --overwrite or another --output_dir")
+    if saved.get("epochs") not in (None, args.epochs):
+        return (f"--epochs {args.epochs} (the run had {saved['epochs']}): the learning-rate "
+                f"schedule now decays linearly to 0 at epoch {args.epochs}")
+    return None
+
+
+def batch_seed(seed, epoch, batch_index, rank):
+    """The RNG seed of one training batch (dropout, word dropout), a function of where the batch
+    stands in the run: resumed mid-epoch (Ctrl-C, SIGTERM), a run draws what the uninterrupted
+    run drew."""
+    return (seed * 1_000_003 + epoch * 10_007 + batch_index * 101 + rank) % 2**62
+
+
+def save_progress(args, model, tokenizer, state, history, optimization, improved, run_config):
+    """best_model.pt if improved, then last_model.pt, training_history.json and config.json.
+    An epoch counts once it is in last_model.pt: a crash between the two re-runs the epoch.
+    config.json is written with the checkpoints, so a start or a --resume that fails before
+    its first checkpoint leaves it as it was."""
     out = Path(args.output_dir)
     common = dict(epoch=state.epoch, history=history, best_bleu=state.best_bleu)
     if improved:
@@ -47,6 +92,7 @@ def save_progress(args, model, tokenizer, state, history, optimization, improved
     save_model(out / "last_model.pt", model, tokenizer, vars(args), **common,
                state=asdict(state), **optimization.state_dict(), rng=_rng_state())
     write_json(out / "training_history.json", history)
+    write_json(out / "config.json", run_config)
 
 
 def restore_progress(ckpt, optimization):
@@ -65,10 +111,18 @@ def _rng_state():
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def exit_interrupted(args, epoch, state):
-    """After Ctrl-C's save: say where training stood and how to resume; exit status 130."""
+def exit_interrupted(args, epoch, state, stop):
+    """After the save on Ctrl-C or SIGTERM: say where training stood and how to resume."""
     argv = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
     command = shlex.join(["python", Path(sys.argv[0]).name, *argv, "--resume"])
-    tqdm.write(f"\ninterrupted in epoch {epoch} after {state.batches_done} batches; saved "
+    what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    tqdm.write(f"\n{what} in epoch {epoch} after {state.batches_done} batches; saved "
                f"{Path(args.output_dir) / 'last_model.pt'}\nresume with: {command}")
-    sys.exit(130)
+    sys.exit(143 if isinstance(stop, Terminated) else 130)
+
+
+def ignore_further_stops():
+    """A second Ctrl-C (or SIGTERM) while the first one's save runs is ignored, so the save
+    completes and the exit is clean."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
