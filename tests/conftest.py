@@ -92,3 +92,18 @@ def sonar_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("sonar") / "sonar_encoder.pt"
     save_feature_encoder(enc, path)
     return path
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def train_argv(data, out, *extra):
+    return [*map(str, data_args(data)), *TINY_MODEL, "--output_dir", str(out), *map(str, extra)]
+
+
+def run_patched(patch, argv):
+    """Run the training script in a fresh interpreter after `patch` (Python source) ran."""
+    code = (f"import sys; sys.argv = ['train_sonar_with_t5.py'] + {argv!r}\n{patch}\n"
+            "import train_sonar_with_t5; train_sonar_with_t5.main()")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600)

@@ -19,22 +19,7 @@ from models.checkpoint import load_checkpoint, load_model
 from models.feature_encoder import save_feature_encoder
 from models import FeatureEncoder, FeatureEncoderConfig
 
-from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def train_argv(data, out, *extra):
-    return [*map(str, data_args(data)), *TINY_MODEL, "--output_dir", str(out), *map(str, extra)]
-
-
-def run_patched(patch, argv):
-    """Run the training script in a fresh interpreter after `patch` (Python source) ran."""
-    code = (f"import sys; sys.argv = ['train_sonar_with_t5.py'] + {argv!r}\n{patch}\n"
-            "import train_sonar_with_t5; train_sonar_with_t5.main()")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=600)
-
+from .conftest import ENV, ROOT, assert_user_error, run_patched, run_script, train_argv
 
 def history(out):
     return [r["epoch"] for r in json.loads((Path(out) / "training_history.json").read_text())]
