@@ -107,3 +107,13 @@ def run_patched(patch, argv):
             "import train_sonar_with_t5; train_sonar_with_t5.main()")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
                           text=True, timeout=600)
+
+
+class Payload:
+    """Unpickling this creates a file: the proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))

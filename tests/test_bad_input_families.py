@@ -22,8 +22,8 @@ from data.dataset import FeatureDataset
 from data.features import load_features
 from models.checkpoint import load_checkpoint, load_model
 
-from .conftest import (ENV, ROOT, assert_user_error, data_args, run_patched, run_script, train,
-                       train_argv)
+from .conftest import (ENV, ROOT, Payload, assert_user_error, data_args, run_patched, run_script,
+                       train, train_argv)
 
 
 def popen_train(data, out, *extra):
@@ -344,14 +344,6 @@ def test_checkpoints_that_are_not_whole(tiny_run, tiny_data, tmp_path):
         result = run_script(*validate, "--checkpoint", tmp_path / name)
         line = assert_user_error(result, fragment)
         assert "Python objects" not in line and "weights_only" not in line
-
-
-class Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 def test_a_t5_directory_with_bad_weights_is_one_line_and_runs_no_code(tiny_data, tmp_path):

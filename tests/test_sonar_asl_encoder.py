@@ -13,7 +13,7 @@ from models.checkpoint import load_model
 from models.encoders import load_encoder
 from models.sonar_asl_encoder import ssvp_state_dict
 
-from .conftest import assert_user_error, run_script, train
+from .conftest import Payload, assert_user_error, run_script, train
 
 FEATURE_DIM, D_MODEL = 16, 64  # the tiny demo data's features; a tiny T5
 
@@ -166,16 +166,6 @@ def test_a_file_with_a_pickled_config_is_refused_then_converted_then_trains(tiny
           "--epochs", "1")
     again = run_script("-m", "models.convert_sonar_checkpoint", path, converted, "--trust_pickle")
     assert_user_error(again, "output file exists")
-
-
-class Payload:
-    """Unpickling this creates a file: the proof that code ran."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 def test_a_malicious_pickle_never_runs_without_the_trust_flag(tiny_data, tmp_path):
