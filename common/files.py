@@ -1,4 +1,5 @@
-"""Files written so that a crash mid-write leaves the previous version intact."""
+"""Files written so that a crash mid-write leaves the previous version intact; Ctrl-C and
+SIGTERM wait while one is written."""
 import json
 import os
 import signal
