@@ -110,6 +110,9 @@ def main(argv=None):
                 save_progress(args, model, tokenizer, state, history, optimization, False,
                               config)
             exit_interrupted(args, epoch, state, stop)
+        # DDP holds the process group: free it before open_runtime destroys the group, or a
+        # gloo thread and this one can wait for each other at exit.
+        del train_model
         if dist.is_main:
             print_next_steps(args, state, history)
 
