@@ -52,7 +52,7 @@ def add_generation_args(parser, default_note=None):
 
 
 @contextmanager
-def naming_the_batch_if_out_of_memory(batch, max_frames_flag="--max_frames"):
+def naming_the_batch_if_out_of_memory(batch):
     """A batch too large for memory (a 20,000-frame sample asks for hundreds of GB of
     attention) becomes one line naming its longest sample and the flag that caps lengths."""
     try:
@@ -64,14 +64,13 @@ def naming_the_batch_if_out_of_memory(batch, max_frames_flag="--max_frames"):
         longest = int(frames.argmax())
         raise UserError(f"out of memory on a batch of {len(frames)} samples, the longest "
                         f"'{batch['ids'][longest]}' with {int(frames[longest])} frames",
-                        "the model's forward pass", f"cap sequence lengths with "
-                        f"{max_frames_flag} (e.g. 1000), or lower the batch size") from None
+                        "the model's forward pass", "cap sequence lengths with --max_frames "
+                        "(e.g. 1000), or lower the batch size") from None
 
 
 @torch.no_grad()
 def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp32",
-                   generate=True, desc="validating", show_progress=True,
-                   max_frames_flag="--max_frames"):
+                   generate=True, desc="validating", show_progress=True):
     """-> {val_loss, cond_gap, hypotheses {index: text}}.
 
     The conditioning gap (nats/token) is the loss with each prefix given to another sample
@@ -84,8 +83,7 @@ def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp3
     hypotheses = {}
     for batch in tqdm(loader, desc=desc, leave=False, disable=not show_progress):
         labels = batch["labels"].to(device)
-        with naming_the_batch_if_out_of_memory(batch, max_frames_flag), \
-                autocast(device, precision):
+        with naming_the_batch_if_out_of_memory(batch), autocast(device, precision):
             prefix = model.prefix(**model_inputs(batch, device))
             loss = model.decoder_loss(prefix, labels, reduction="sum")
             shuffled = model.decoder_loss(prefix.roll(1, dims=0), labels, reduction="sum")

@@ -23,7 +23,7 @@ def validate_checkpoint(model, tokenizer, ckpt, args, device, precision="fp32"):
                          args.batch_size, shuffle=False, num_workers=args.num_workers)
     start = time.time()
     result = run_evaluation(model, loader, tokenizer, device, settings, precision=precision,
-                            desc="translating", max_frames_flag="--max_frames")
+                            desc="translating")
     elapsed = time.time() - start
     ids = [r.id for r in dataset.rows]
     references = [r.text for r in dataset.rows]
