@@ -7,8 +7,9 @@
 
 main() below is the whole run, top to bottom. Each step is one call into a package:
 flags (training/args.py), the output directory and its lock (training/output_dir.py), data
-and model (training/setup.py), the frozen-encoder cache (training/encoder_cache.py), one epoch of
-training or evaluation (training/engine.py), checkpoints and resume (training/state.py).
+and model (training/setup.py), the frozen-encoder cache on disk (evaluation/encoder_cache.py),
+one epoch of training or evaluation (training/engine.py), checkpoints and resume
+(training/state.py).
 """
 import sys
 import time
@@ -23,11 +24,11 @@ from tqdm.auto import tqdm
 
 from common.errors import cli_main
 from common.precision import guard_t5_fp16
+from evaluation.encoder_cache import cached_loader
 from evaluation.generation import GenerationSettings
 from models.checkpoint import load_model
 from training.args import parse_args
 from training.distributed import open_runtime
-from training.encoder_cache import cached_loader
 from training.engine import epoch_record, evaluate, report_epoch, train_one_epoch
 from training.optim import build_optimization
 from training.output_dir import OutputDir
@@ -62,11 +63,15 @@ def main(argv=None):
         if runtime.precision == "fp16":
             guard_t5_fp16(model.t5)
         train_loader, val_loader = make_loaders(args, train_set, val_set, tokenizer, dist, device)
+        encoder_cache = {}  # which caches the run read: config.json says
         if args.freeze_encoder:
             model.freeze_encoder()
             if not args.no_encoder_cache:  # a frozen encoder is a fixed function: run it once
-                train_loader = cached_loader(model, train_loader, runtime)
-                val_loader = cached_loader(model, val_loader, runtime)
+                cache = dict(cache_dir=args.encoder_cache_dir, device=device,
+                             precision=runtime.precision, show=dist.is_main,
+                             used_by=args.output_dir)
+                train_loader, encoder_cache["train"] = cached_loader(model, train_loader, **cache)
+                val_loader, encoder_cache["val"] = cached_loader(model, val_loader, **cache)
         train_model = wrap_for_training(model, args, dist, device)  # DDP, torch.compile
         steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
         optimization = build_optimization(model, args, steps_per_epoch, runtime)
@@ -74,7 +79,8 @@ def main(argv=None):
         if ckpt is not None:
             state, history = restore_progress(ckpt, optimization)
         settings = GenerationSettings.from_args(args)  # per-epoch validation's generate()
-        config = run_config(args, model, settings, train_set, val_set, runtime)
+        config = run_config(args, model, settings, train_set, val_set, runtime,
+                            encoder_cache)
         say(f"{'resuming' if ckpt else 'training'} on {device} ({runtime.precision}, "
             f"{dist.world_size} process{'es' * (dist.world_size > 1)}): "
             f"{len(train_set)} train / {len(val_set)} val samples, parameters: "

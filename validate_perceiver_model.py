@@ -14,9 +14,10 @@ import torch
 
 from common.cli import HelpFormatter, check_flag_ranges
 from common.device import resolve_device
-from common.errors import cli_main
+from common.errors import UserError, cli_main
 from common.files import check_output_dir_usable
 from common.precision import resolve_precision
+from evaluation.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import add_generation_args
 from evaluation.validate import format_report, validate_checkpoint, write_results
 from models.checkpoint import load_model
@@ -41,6 +42,14 @@ def build_parser():
     p.add_argument("--max_frames", type=int, default=None,
                    help="uniformly subsample longer sequences to this many frames (default: "
                         "the checkpoint's training setting; 0 = off)")
+    p.add_argument("--use_encoder_cache", action="store_true",
+                   help="read the encoder's states from the frozen-encoder cache (built here "
+                        "unless a run with the same encoder, data, --max_frames and "
+                        "--precision built it): for validating many checkpoints of one "
+                        "frozen encoder")
+    p.add_argument("--encoder_cache_dir", default=None,
+                   help=f"with --use_encoder_cache (default: ${CACHE_DIR_ENV}, else "
+                        "~/.cache/sonar_t5/encoder_states)")
     add_generation_args(p, default_note="the checkpoint's training settings")
     return p
 
@@ -48,6 +57,10 @@ def build_parser():
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     check_flag_ranges(args)
+    if args.encoder_cache_dir and not args.use_encoder_cache:
+        raise UserError("--encoder_cache_dir only applies with --use_encoder_cache",
+                        "command line", "add --use_encoder_cache")
+    args.encoder_cache_dir = str(args.encoder_cache_dir or default_cache_dir())
     check_output_dir_usable(args.output, "--output")  # before translating anything
     return args
 

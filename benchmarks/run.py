@@ -26,6 +26,7 @@ from common.device import resolve_device
 from data.dataset import Collator, FeatureDataset, LengthGroupedBatchSampler, make_loader, padding_waste
 from common.precision import autocast, resolve_precision
 from data.dataset import model_inputs
+from evaluation.encoder_cache import cached_loader
 from evaluation.generation import GenerationSettings, run_evaluation
 from models.build import build_encoder, build_model
 from models.feature_encoder import save_feature_encoder
@@ -33,7 +34,6 @@ from models.t5_decoder import load_t5
 from models.tokenizer import train_tokenizer
 from training.args import build_parser
 from training.distributed import Dist, Runtime
-from training.encoder_cache import cached_loader
 from training.engine import evaluate, train_one_epoch
 from training.optim import build_optimization
 from training.setup import wrap_for_training
@@ -101,9 +101,11 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *f
     start = time.time()
     if run_args.freeze_encoder:  # as train_sonar_with_t5.py's main() does
         model.freeze_encoder()
-        if not run_args.no_encoder_cache:
-            train_loader = cached_loader(model, train_loader, runtime)
-            val_loader = cached_loader(model, val_loader, runtime)
+        if not run_args.no_encoder_cache:  # a new cache directory: this measures a build
+            cache = dict(cache_dir=tempfile.mkdtemp(dir=root), device=device,
+                         precision=precision)
+            train_loader, _ = cached_loader(model, train_loader, **cache)
+            val_loader, _ = cached_loader(model, val_loader, **cache)
     setup = time.time() - start
     train_model = wrap_for_training(model, run_args, runtime.dist, device)
     optimization = build_optimization(model, run_args, len(train_loader), runtime)

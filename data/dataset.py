@@ -4,7 +4,7 @@ Every batch has one shape, whatever its source:
     inputs (B, T, D), input_mask (B, T) True = real frame, encoded (bool), labels (B, S),
     index (B,), ids, texts.
 `encoded` says whether the inputs already are encoder states (the frozen-encoder cache,
-training/encoder_cache.py) or raw features from files (FeatureDataset). Feature files are
+evaluation/encoder_cache.py) or raw features from files (FeatureDataset). Feature files are
 opened lazily in __getitem__: memory does not grow with the dataset.
 """
 import math

@@ -5,6 +5,7 @@ from pathlib import Path
 from common.files import atomic_write, write_json
 from data.dataset import Collator, FeatureDataset, make_loader
 
+from .encoder_cache import cached_loader
 from .generation import GenerationSettings, run_evaluation
 from .metrics import (bleu_verdict, corpus_scores, diversity, diversity_verdict,
                       length_stats)
@@ -21,6 +22,10 @@ def validate_checkpoint(model, tokenizer, ckpt, args, device, precision="fp32"):
                              skip_missing_flag=None)
     loader = make_loader(dataset, Collator(tokenizer, train_args.get("max_target_length", 128)),
                          args.batch_size, shuffle=False, num_workers=args.num_workers)
+    cache_info = None
+    if args.use_encoder_cache:
+        loader, cache_info = cached_loader(model, loader, args.encoder_cache_dir, device,
+                                           precision)
     start = time.time()
     result = run_evaluation(model, loader, tokenizer, device, settings, precision=precision,
                             desc="translating")
@@ -42,6 +47,7 @@ def validate_checkpoint(model, tokenizer, ckpt, args, device, precision="fp32"):
         "samples_per_s": len(dataset) / elapsed,
         "checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
         "features": str(args.features), "manifest": str(args.manifest),
+        "encoder_cache": cache_info,
     }
     return summary, ids, references, hypotheses
 

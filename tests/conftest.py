@@ -3,6 +3,7 @@ checkpoint, and running scripts as a user does."""
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from models.build import build_encoder, build_model, load_t5_and_tokenizer
 from models.feature_encoder import save_feature_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
+# Frozen-encoder caches of the tests' runs: in a temporary directory, not the user's own.
+os.environ.setdefault("SONAR_T5_CACHE_DIR", tempfile.mkdtemp(prefix="sonar_t5_test_cache_"))
 # A model small enough to train in seconds on 2 CPU cores.
 TINY_MODEL = ["--t5_model", "t5-tiny", "--vocab_size", "200", "--encoder_dim", "32",
               "--encoder_layers", "1", "--hidden_dim", "64", "--num_latents", "8",

@@ -120,14 +120,17 @@ def test_unfrozen_encoder_changes_and_learning_rates_keep_their_ratio(tiny_data,
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["unfrozen", "frozen_cache"])
 def test_two_processes_with_torchrun(tiny_data, sonar_checkpoint, tmp_path, frozen):
-    out = tmp_path / "ddp"
-    # Frozen: each epoch deals batches out afresh, so each process needs every sample cached.
-    flags = (["--sonar_checkpoint", sonar_checkpoint, "--freeze_encoder"] if frozen
-             else ["--resampler_input", "tokens"])
+    out, cache = tmp_path / "ddp", tmp_path / "cache"
+    # Frozen: one process builds the encoder cache, the other waits; both read its files.
+    flags = (["--sonar_checkpoint", sonar_checkpoint, "--freeze_encoder",
+              "--encoder_cache_dir", cache] if frozen else ["--resampler_input", "tokens"])
     result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2",
                         "train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
                         "--epochs", "2", "--output_dir", out, *flags, check=True)
     assert "2 processes" in result.stdout
+    if frozen:  # built once per split, by whichever process took the lock
+        assert result.stdout.count("encoder cache: built") == 2, result.stdout
+        assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
     assert sorted(p.name for p in out.iterdir()) == [
         "best_model.pt", "config.json", "last_model.pt", "training_history.json"]
     history = json.loads((out / "training_history.json").read_text())

@@ -6,6 +6,7 @@ from pathlib import Path
 from common.cli import HelpFormatter, check_flag_ranges
 from common.errors import UserError
 from data.synthetic import demo_paths
+from evaluation.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import add_generation_args
 from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
 
@@ -49,6 +50,7 @@ def check_args(args):
                         "pick one")
     if args.no_encoder_cache and not args.freeze_encoder:
         raise UserError("--no_encoder_cache only applies with --freeze_encoder", "command line")
+    args.encoder_cache_dir = str(args.encoder_cache_dir or default_cache_dir())
     if args.identity_encoder and args.sonar_checkpoint:
         raise UserError("--identity_encoder and --sonar_checkpoint contradict each other",
                         "command line", "pick one")
@@ -109,7 +111,12 @@ def build_parser():
     model.add_argument("--num_heads", type=int, default=8, help="bridge attention heads")
     model.add_argument("--freeze_encoder", action="store_true",
                        help="keep the SONAR encoder fixed (needs --sonar_checkpoint); its "
-                            "outputs are computed once and cached")
+                            "outputs are computed once, kept in --encoder_cache_dir and "
+                            "reused by every run with the same encoder and data")
+    model.add_argument("--encoder_cache_dir", default=None,
+                       help="where frozen-encoder caches live, shared by runs (default: "
+                            f"${CACHE_DIR_ENV}, else ~/.cache/sonar_t5/encoder_states); see "
+                            "and clear them with python -m evaluation.encoder_cache list|clear")
     model.add_argument("--no_encoder_cache", action="store_true",
                        help="with --freeze_encoder, re-run the encoder every epoch (slower; "
                             "for comparison)")

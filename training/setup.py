@@ -103,14 +103,15 @@ def wrap_for_training(model, args, dist_info, device):
     return wrapped
 
 
-def run_config(args, model, settings, train_set, val_set, runtime):
+def run_config(args, model, settings, train_set, val_set, runtime, encoder_cache=None):
     """What config.json holds: every argument, the resolved model config, parameter counts,
-    the data, the environment."""
+    the data, the frozen-encoder caches read (key, path, reused, seconds), the environment."""
     return {
         "args": vars(args), "model_config": model.config_dict(),
         "parameters": model.parameter_counts(), "generation": vars(settings),
         "data": {"train_samples": len(train_set), "val_samples": len(val_set),
                  "feature_dim": train_set.feature_dim},
+        "encoder_cache": encoder_cache or {},
         "environment": {"device": str(runtime.device), "precision": runtime.precision,
                         "processes": runtime.dist.world_size, "torch": torch.__version__,
                         "python": platform.python_version()}}

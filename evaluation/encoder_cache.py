@@ -1,0 +1,406 @@
+"""The frozen-encoder cache: every sample's encoder states, computed once and kept on disk.
+
+A frozen encoder in eval mode is a fixed function, so what it makes of a data set can serve
+every epoch, every run and every process that asks for the same thing. "The same" is the
+key: a hash of the encoder's weights and the feature statistics, the encoder kind, what the
+bridge reads (pooled embedding or token states), the precision the encoder ran in,
+--max_frames, and every sample's id and feature file (path, size, modification time). Any
+change gives another key, so a stale cache is never read: it is built anew, never patched.
+
+Layout, one directory per key (`python -m evaluation.encoder_cache list` shows them):
+    CACHE_DIR/KEY/states.bin   every sample's states, one flat array of rows of width dim:
+                               float16 for token states, float32 for pooled embeddings
+    CACHE_DIR/KEY/index.npy    per sample: its first row and its row count
+    CACHE_DIR/KEY/meta.json    the key's parts in words, sizes, when and how long it took
+    CACHE_DIR/KEY/used_by.txt  the runs that read it, a line each
+    CACHE_DIR/KEY.lock         held while one process builds KEY; others wait for it
+A build writes to CACHE_DIR/.building-KEY-HOST-PID and renames it to KEY when complete, so a
+killed build leaves nothing that looks like a cache; the next build of KEY removes its remains.
+
+Reading takes each sample's rows from the file when a batch needs them (os.pread), so no
+process holds the states in RAM: the operating system's page cache keeps what fits, once for
+every process. (A memory map would be as fast, but every page it touches stays counted in the
+process's resident memory until the map goes, which is what overflows a 12 GB machine.)
+"""
+import argparse
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from common.errors import UserError, cli_main
+from common.files import write_json
+from common.precision import autocast
+from data.dataset import make_loader, model_inputs
+
+from .generation import naming_the_batch_if_out_of_memory
+
+FORMAT = 1  # bump when the layout or what a key covers changes
+CACHE_DIR_ENV = "SONAR_T5_CACHE_DIR"
+CLEAR_HINT = "python -m evaluation.encoder_cache clear"
+BUILDING = ".building-"
+
+
+def default_cache_dir():
+    """$SONAR_T5_CACHE_DIR, else the user's cache directory: shared by every run."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sonar_t5" / "encoder_states"
+
+
+# -- the key --------------------------------------------------------------------------------
+def weights_hash(model):
+    """sha256 of what encode() computes with: the encoder's weights and the feature statistics."""
+    tensors = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    tensors.update(feature_mean=model.feature_mean, feature_std=model.feature_std)
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name} {t.dtype} {tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def samples_hash(dataset):
+    """sha256 over every sample's id and feature file (resolved path, size, mtime in ns)."""
+    digest = hashlib.sha256()
+    for row, path in zip(dataset.rows, dataset.paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise UserError("feature file disappeared", str(path)) from None
+        digest.update(f"{row.id}\t{Path(path).resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n"
+                      .encode())
+    return digest.hexdigest()
+
+
+def cache_key(model, dataset, precision):
+    """-> (key, parts): the parts that decide the states' values, and their short hash."""
+    parts = {"format": FORMAT, "encoder_kind": model.config.encoder.get("kind"),
+             "weights_sha256": weights_hash(model), "states": model.config.resampler_input,
+             "precision": precision, "max_frames": dataset.max_frames,
+             "feature_dim": dataset.feature_dim, "samples": len(dataset),
+             "samples_sha256": samples_hash(dataset)}
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return key, parts
+
+
+# -- use or build ---------------------------------------------------------------------------
+def cached_loader(model, loader, cache_dir, device, precision, *, show=True, used_by=None):
+    """-> (loader, info): the same batches as `loader`, their inputs read from the cache of
+    the model's encoder states for loader's data set, built here unless a run built it.
+
+    `loader` must serve a FeatureDataset. Under torchrun every process calls this: the first
+    to take the key's lock builds, the others wait and then read the same files. show: print
+    the one-line verdict (the first process). used_by: the run directory, noted in the cache.
+    """
+    start = time.time()
+    dataset = loader.dataset
+    key, parts = cache_key(model, dataset, precision)
+    root = Path(cache_dir)
+    entry = root / key
+    reused = entry.is_dir()  # a finished build is renamed into place whole
+    if not reused:
+        with key_lock(root, key, show):
+            reused = entry.is_dir()  # another process built it while this one waited
+            if not reused:
+                build(model, loader, root, key, parts, device, precision, show)
+    states = CachedStates(entry, dataset)
+    info = {"key": key, "path": str(entry), "reused": reused,
+            "seconds": round(time.time() - start, 3), "bytes": states.nbytes}
+    if reused and show:
+        tqdm.write(f"encoder cache: reusing {entry} ({len(dataset)} samples of "
+                   f"{dataset.manifest}, {size_text(states.nbytes)}, checked in "
+                   f"{info['seconds']:.1f} s)")
+    if used_by and show:
+        note_use(entry, used_by)
+    return DataLoader(states, batch_sampler=loader.batch_sampler, collate_fn=loader.collate_fn,
+                      num_workers=loader.num_workers, pin_memory=device.type == "cuda",
+                      persistent_workers=loader.num_workers > 0), info
+
+
+@contextmanager
+def key_lock(root, key, show):
+    """Exclusive while building `key`, across processes (torchrun's, or two runs at once)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise UserError(f"cannot write the encoder cache directory ({error.strerror or error})",
+                        str(root), "pass --encoder_cache_dir with a writable directory, or "
+                                   "--no_encoder_cache") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if show:
+                tqdm.write(f"encoder cache: another process is building {key}; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def build(model, loader, root, key, parts, device, precision, show):
+    """Encode every sample into root/.building-KEY-HOST-PID, then rename it to root/KEY."""
+    dataset = loader.dataset
+    for leftover in root.glob(f"{BUILDING}{key}-*"):  # a killed build's (we hold the lock)
+        shutil.rmtree(leftover, ignore_errors=True)
+    dim = model.encoder.token_dim if parts["states"] == "tokens" else model.encoder.config.output_dim
+    dtype = np.float16 if parts["states"] == "tokens" else np.float32
+    rows = sum(dataset.lengths) if parts["states"] == "tokens" else len(dataset)
+    check_free_space(root, rows * dim * np.dtype(dtype).itemsize)
+    tmp = root / f"{BUILDING}{key}-{socket.gethostname()}-{os.getpid()}"
+    start = time.time()
+    try:
+        tmp.mkdir()
+        index = np.full((len(dataset), 2), -1, dtype=np.int64)  # first row, row count
+        written = 0
+        with open(tmp / "states.bin", "wb") as f:
+            for i, states in encode_all(model, loader, device, precision, show):
+                array = states.numpy().astype(dtype)
+                if not np.isfinite(array).all():
+                    raise UserError(f"the encoder's states for sample {dataset.rows[i].id} are "
+                                    f"not finite as {np.dtype(dtype).name}", str(dataset.manifest),
+                                    "train with --no_encoder_cache")
+                f.write(array.tobytes())
+                index[i] = written, len(array)
+                written += len(array)
+            f.flush()
+            os.fsync(f.fileno())
+        assert (index[:, 1] >= 0).all(), "a sample was not encoded"
+        np.save(tmp / "index.npy", index)
+        seconds = time.time() - start
+        write_json(tmp / "meta.json", {
+            **parts, "key": key, "dim": dim, "dtype": np.dtype(dtype).name, "rows": written,
+            "bytes": written * dim * np.dtype(dtype).itemsize,
+            "manifest": str(Path(dataset.manifest).resolve()),
+            "features": str(Path(dataset.features_dir).resolve()),
+            "built": now(), "build_seconds": round(seconds, 3),
+            "built_by": f"{socket.gethostname()} pid {os.getpid()}"})
+        os.rename(tmp, root / key)  # the cache exists from here on, whole
+        fsync_dir(root)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        fix = ("free disk space, or pass --encoder_cache_dir on a larger disk, or "
+               "--no_encoder_cache") if error.errno in (errno.ENOSPC, errno.EDQUOT) else (
+            "pass --encoder_cache_dir with a writable directory, or --no_encoder_cache")
+        raise UserError(f"could not write the encoder cache ({error.strerror or error}); "
+                        "nothing was kept", str(root), fix) from None
+    except BaseException:  # Ctrl-C, a bad sample: no half cache stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tqdm.write(f"encoder cache: built {root / key} ({len(dataset)} samples of "
+               f"{dataset.manifest}, {size_text(written * dim * np.dtype(dtype).itemsize)}, "
+               f"{seconds:.1f} s)")
+
+
+def fsync_dir(path):
+    """Make a rename in `path` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_free_space(root, needed):
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise UserError(f"the encoder cache needs {size_text(needed)} and the disk has "
+                        f"{size_text(free)} free", str(root),
+                        "free disk space, or pass --encoder_cache_dir on a larger disk, or "
+                        "--no_encoder_cache")
+
+
+@torch.no_grad()
+def encode_all(model, loader, device, precision, show_progress=True):
+    """Yields (sample index, its encoder states on the CPU, unpadded) for every sample of the
+    loader's data set, in a fixed order, leaving the training RNG stream as it was."""
+    every_sample = make_loader(loader.dataset, loader.collate_fn,
+                               loader.batch_sampler.batch_size, shuffle=False,
+                               num_workers=loader.num_workers)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for batch in tqdm(every_sample, desc="caching frozen encoder outputs", leave=False,
+                              disable=not show_progress):
+                inputs = model_inputs(batch, device)
+                with naming_the_batch_if_out_of_memory(batch), autocast(device, precision):
+                    states, mask = model.encode(inputs["inputs"], inputs["input_mask"])
+                for i, row, row_mask in zip(batch["index"].tolist(), states, mask):
+                    yield i, row[row_mask.bool()].float().cpu()
+    finally:
+        model.train(was_training)
+
+
+class CachedStates(Dataset):
+    """Items like FeatureDataset's, the inputs being its samples' encoder states, read from
+    the cache file when asked for."""
+
+    def __init__(self, entry, source):
+        self.entry, self.source = Path(entry), source
+        try:
+            meta = json.loads((self.entry / "meta.json").read_text())
+            self.index = np.load(self.entry / "index.npy", allow_pickle=False)
+            size = os.path.getsize(self.entry / "states.bin")
+        except (OSError, ValueError) as error:
+            raise UserError(f"unreadable encoder cache ({error})", str(self.entry),
+                            f"remove it: {CLEAR_HINT} {self.entry.name}") from None
+        self.dtype, self.dim = np.dtype(meta["dtype"]), meta["dim"]
+        self.nbytes = int(self.index[:, 1].sum()) * self.dim * self.dtype.itemsize
+        if size != self.nbytes or len(self.index) != len(source):
+            raise UserError(f"encoder cache holds {size} bytes for {len(self.index)} samples, "
+                            f"expected {self.nbytes} for {len(source)}", str(self.entry),
+                            f"remove it: {CLEAR_HINT} {self.entry.name}")
+        self.lengths = source.lengths
+        self._fd, self._pid = None, None
+
+    def __len__(self):
+        return len(self.index)
+
+    @property
+    def rows(self):
+        return self.source.rows
+
+    def _file(self):
+        if self._pid != os.getpid():  # opened per process: DataLoader workers fork
+            self._fd, self._pid = os.open(self.entry / "states.bin", os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __getitem__(self, index):
+        first, count = (int(v) for v in self.index[index])
+        row_bytes = self.dim * self.dtype.itemsize
+        raw = os.pread(self._file(), count * row_bytes, first * row_bytes)
+        states = np.frombuffer(raw, self.dtype).reshape(count, self.dim).astype(np.float32)
+        row = self.source.rows[index]
+        return {"index": index, "id": row.id, "text": row.text,
+                "inputs": torch.from_numpy(states), "encoded": True}
+
+    def __getstate__(self):  # a worker process opens its own file
+        return {**self.__dict__, "_fd": None, "_pid": None}
+
+
+def note_use(entry, used_by):
+    """One line in used_by.txt; a read-only shared cache is fine without it."""
+    try:
+        with open(entry / "used_by.txt", "a", encoding="utf-8") as f:
+            f.write(f"{now()}\t{Path(used_by).resolve()}\n")
+    except OSError:
+        pass
+
+
+def size_text(nbytes):
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def now():
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+# -- see and clear: python -m evaluation.encoder_cache list|clear ---------------------------
+def entries(root):
+    """-> [(name, meta or None for an unfinished build, bytes on disk, runs that used it)]."""
+    found = []
+    for path in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        if not path.is_dir():
+            continue
+        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        meta, runs = None, []
+        if not path.name.startswith(BUILDING):
+            try:
+                meta = json.loads((path / "meta.json").read_text())
+            except (OSError, ValueError):
+                meta = {}
+            used = path / "used_by.txt"
+            runs = used.read_text().splitlines() if used.is_file() else []
+        found.append((path.name, meta, size, runs))
+    return found
+
+
+def list_caches(root):
+    found = entries(root)
+    print(f"{root}: {len(found)} cache{'s' * (len(found) != 1)}, "
+          f"{size_text(sum(size for _, _, size, _ in found))}")
+    for name, meta, size, runs in found:
+        if meta is None:
+            print(f"  {name}  {size_text(size)}  unfinished build (killed?), or one running")
+            continue
+        last = runs[-1].split("\t") if runs else None
+        print(f"  {name}  {size_text(size)}  {meta.get('samples')} samples, "
+              f"{meta.get('states')} {meta.get('dim')}-d {meta.get('dtype')}, "
+              f"{meta.get('encoder_kind')} encoder {str(meta.get('weights_sha256'))[:12]}, "
+              f"max_frames {meta.get('max_frames')}, {meta.get('precision')}\n"
+              f"      {meta.get('manifest')}\n"
+              f"      built {meta.get('built')} in {meta.get('build_seconds')} s; "
+              + (f"used by {len(runs)} run(s), last {last[0]} {last[1]}" if last
+                 else "no run noted"))
+
+
+def clear_caches(root, names):
+    """Remove the named caches (all with names == []), each under its build lock so a build
+    in progress is left alone. A run reading a removed cache keeps its open file."""
+    found = {name for name, *_ in entries(root)}
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise UserError(f"no cache named {unknown[0]}", str(root),
+                        "see the names with: python -m evaluation.encoder_cache list")
+    freed = 0
+    for name in names or sorted(found):
+        key = name[len(BUILDING):].split("-")[0] if name.startswith(BUILDING) else name
+        fd = os.open(Path(root) / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"  {name}: a build of it is running; left alone")
+            os.close(fd)
+            continue
+        try:
+            path = Path(root) / name
+            freed += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+            shutil.rmtree(path)  # the empty lock file stays: a waiting build holds it open
+            print(f"  removed {name}")
+        finally:
+            os.close(fd)
+    print(f"freed {size_text(freed)} in {root}")
+
+
+@cli_main
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.encoder_cache",
+        description="See and clear the frozen-encoder caches that training and validation "
+                    "share.")
+    parser.add_argument("command", choices=("list", "clear"))
+    parser.add_argument("names", nargs="*", help="clear: the caches to remove (see list)")
+    parser.add_argument("--all", action="store_true", help="clear: remove every cache")
+    parser.add_argument("--encoder_cache_dir", default=None,
+                        help=f"default: ${CACHE_DIR_ENV}, else {default_cache_dir()}")
+    args = parser.parse_args(argv)
+    root = Path(args.encoder_cache_dir or default_cache_dir())
+    if args.command == "list":
+        list_caches(root)
+    elif args.names or args.all:
+        clear_caches(root, args.names)
+    else:
+        raise UserError("clear needs cache names or --all", "command line",
+                        "see the names with: python -m evaluation.encoder_cache list")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
