@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from common.errors import cli_main
 from common.precision import guard_t5_fp16
-from evaluation.encoder_cache import cached_loader
+from evaluation.encoder_cache import cached_loaders
 from evaluation.generation import GenerationSettings
 from models.checkpoint import load_model
 from training.args import parse_args
@@ -67,11 +67,9 @@ def main(argv=None):
         if args.freeze_encoder:
             model.freeze_encoder()
             if not args.no_encoder_cache:  # a frozen encoder is a fixed function: run it once
-                cache = dict(cache_dir=args.encoder_cache_dir, device=device,
-                             precision=runtime.precision, show=dist.is_main,
-                             used_by=args.output_dir)
-                train_loader, encoder_cache["train"] = cached_loader(model, train_loader, **cache)
-                val_loader, encoder_cache["val"] = cached_loader(model, val_loader, **cache)
+                (train_loader, val_loader), encoder_cache = cached_loaders(
+                    model, {"train": train_loader, "val": val_loader}, args.encoder_cache_dir,
+                    device, runtime.precision, show=dist.is_main, used_by=args.output_dir)
         train_model = wrap_for_training(model, args, dist, device)  # DDP, torch.compile
         steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
         optimization = build_optimization(model, args, steps_per_epoch, runtime)

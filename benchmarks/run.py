@@ -26,7 +26,7 @@ from common.device import resolve_device
 from data.dataset import Collator, FeatureDataset, LengthGroupedBatchSampler, make_loader, padding_waste
 from common.precision import autocast, resolve_precision
 from data.dataset import model_inputs
-from evaluation.encoder_cache import cached_loader
+from evaluation.encoder_cache import cached_loaders
 from evaluation.generation import GenerationSettings, run_evaluation
 from models.build import build_encoder, build_model
 from models.feature_encoder import save_feature_encoder
@@ -104,8 +104,8 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *f
         if not run_args.no_encoder_cache:  # a new cache directory: this measures a build
             cache = dict(cache_dir=tempfile.mkdtemp(dir=root), device=device,
                          precision=precision)
-            train_loader, _ = cached_loader(model, train_loader, **cache)
-            val_loader, _ = cached_loader(model, val_loader, **cache)
+            (train_loader, val_loader), _ = cached_loaders(
+                model, {"train": train_loader, "val": val_loader}, **cache)
     setup = time.time() - start
     train_model = wrap_for_training(model, run_args, runtime.dist, device)
     optimization = build_optimization(model, run_args, len(train_loader), runtime)

@@ -88,49 +88,58 @@ def samples_hash(dataset):
     return digest.hexdigest()
 
 
-def cache_key(model, dataset, precision):
-    """-> (key, parts): the parts that decide the states' values, and their short hash."""
+def cache_key(model, dataset, precision, weights_sha256=None):
+    """-> (key, parts): the parts that decide the states' values, and their short hash.
+    weights_sha256: weights_hash(model), when the caller has it already."""
     parts = {"format": FORMAT, "encoder_kind": model.config.encoder.get("kind"),
-             "weights_sha256": weights_hash(model), "states": model.config.resampler_input,
-             "precision": precision, "max_frames": dataset.max_frames,
-             "feature_dim": dataset.feature_dim, "samples": len(dataset),
-             "samples_sha256": samples_hash(dataset)}
+             "weights_sha256": weights_sha256 or weights_hash(model),
+             "states": model.config.resampler_input, "precision": precision,
+             "max_frames": dataset.max_frames, "feature_dim": dataset.feature_dim,
+             "samples": len(dataset), "samples_sha256": samples_hash(dataset)}
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
     return key, parts
 
 
 # -- use or build ---------------------------------------------------------------------------
-def cached_loader(model, loader, cache_dir, device, precision, *, show=True, used_by=None):
-    """-> (loader, info): the same batches as `loader`, their inputs read from the cache of
-    the model's encoder states for loader's data set, built here unless a run built it.
+def cached_loaders(model, loaders, cache_dir, device, precision, *, show=True, used_by=None):
+    """-> ([loader, ...], {name: info}): for each loader of the dict {name: loader}, the same
+    batches, their inputs read from the cache of the model's encoder states for that loader's
+    data set, built here unless a run built it already. The weights are hashed once for all.
 
-    `loader` must serve a FeatureDataset. Under torchrun every process calls this: the first
-    to take the key's lock builds, the others wait and then read the same files. show: print
-    the one-line verdict (the first process). used_by: the run directory, noted in the cache.
+    Each loader must serve a FeatureDataset. Under torchrun every process calls this: the
+    first to take a key's lock builds, the others wait and then read the same files. show:
+    print the one-line verdicts (the first process). used_by: the run directory, noted in
+    each cache it reads.
     """
-    start = time.time()
-    dataset = loader.dataset
-    key, parts = cache_key(model, dataset, precision)
-    root = Path(cache_dir)
-    entry = root / key
-    reused = entry.is_dir()  # a finished build is renamed into place whole
-    if not reused:
-        with key_lock(root, key, show):
-            reused = entry.is_dir()  # another process built it while this one waited
-            if not reused:
-                build(model, loader, root, key, parts, device, precision, show)
-    states = CachedStates(entry, dataset)
-    info = {"key": key, "path": str(entry), "reused": reused,
-            "seconds": round(time.time() - start, 3), "bytes": states.nbytes}
-    if reused and show:
-        tqdm.write(f"encoder cache: reusing {entry} ({len(dataset)} samples of "
-                   f"{dataset.manifest}, {size_text(states.nbytes)}, checked in "
-                   f"{info['seconds']:.1f} s)")
-    if used_by and show:
-        note_use(entry, used_by)
-    return DataLoader(states, batch_sampler=loader.batch_sampler, collate_fn=loader.collate_fn,
-                      num_workers=loader.num_workers, pin_memory=device.type == "cuda",
-                      persistent_workers=loader.num_workers > 0), info
+    start = time.time()  # the first data set's seconds include hashing the weights
+    weights_sha256 = weights_hash(model)
+    served, infos = [], {}
+    for name, loader in loaders.items():
+        dataset = loader.dataset
+        key, parts = cache_key(model, dataset, precision, weights_sha256)
+        root = Path(cache_dir)
+        entry = root / key
+        reused = entry.is_dir()  # a finished build is renamed into place whole
+        if not reused:
+            with key_lock(root, key, show):
+                reused = entry.is_dir()  # another process built it while this one waited
+                if not reused:
+                    build(model, loader, root, key, parts, device, precision, show)
+        states = CachedStates(entry, dataset)
+        infos[name] = {"key": key, "path": str(entry), "reused": reused,
+                       "seconds": round(time.time() - start, 3), "bytes": states.nbytes}
+        if reused and show:
+            tqdm.write(f"encoder cache: reusing {entry} ({len(dataset)} samples of "
+                       f"{dataset.manifest}, {size_text(states.nbytes)}, checked in "
+                       f"{time.time() - start:.1f} s)")
+        if used_by and show:
+            note_use(entry, used_by)
+        served.append(DataLoader(states, batch_sampler=loader.batch_sampler,
+                                 collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+                                 pin_memory=device.type == "cuda",
+                                 persistent_workers=loader.num_workers > 0))
+        start = time.time()
+    return served, infos
 
 
 @contextmanager

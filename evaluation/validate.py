@@ -5,7 +5,7 @@ from pathlib import Path
 from common.files import atomic_write, write_json
 from data.dataset import Collator, FeatureDataset, make_loader
 
-from .encoder_cache import cached_loader
+from .encoder_cache import cached_loaders
 from .generation import GenerationSettings, run_evaluation
 from .metrics import (bleu_verdict, corpus_scores, diversity, diversity_verdict,
                       length_stats)
@@ -24,8 +24,9 @@ def validate_checkpoint(model, tokenizer, ckpt, args, device, precision="fp32"):
                          args.batch_size, shuffle=False, num_workers=args.num_workers)
     cache_info = None
     if args.use_encoder_cache:
-        loader, cache_info = cached_loader(model, loader, args.encoder_cache_dir, device,
-                                           precision)
+        (loader,), infos = cached_loaders(model, {"validation": loader},
+                                          args.encoder_cache_dir, device, precision)
+        cache_info = infos["validation"]
     start = time.time()
     result = run_evaluation(model, loader, tokenizer, device, settings, precision=precision,
                             desc="translating")

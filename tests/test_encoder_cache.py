@@ -12,7 +12,7 @@ import torch
 import evaluation.encoder_cache as encoder_cache
 from common.errors import UserError
 from data.dataset import Collator, FeatureDataset, make_loader
-from evaluation.encoder_cache import cached_loader
+from evaluation.encoder_cache import cached_loaders
 
 from .conftest import assert_user_error, run_patched, run_script, train, train_argv
 
@@ -26,7 +26,10 @@ def loader_for(data, tokenizer, max_frames=0):
 
 
 def cache(model, loader, cache_dir):
-    return cached_loader(model, loader, cache_dir, CPU, "fp32", show=False)
+    """-> (the loader served from the cache, its info)."""
+    (served,), infos = cached_loaders(model, {"train": loader}, cache_dir, CPU, "fp32",
+                                      show=False)
+    return served, infos["train"]
 
 
 @pytest.fixture
