@@ -36,6 +36,7 @@ from training.setup import (build_new_model, make_demo_data_once, make_loaders, 
                             run_config, wrap_for_training)
 from training.state import (TrainState, check_resume, exit_interrupted, ignore_further_stops,
                             restore_progress, save_progress)
+from training.tracking import Tracker
 
 
 @cli_main
@@ -85,6 +86,9 @@ def main(argv=None):
             + ", ".join(f"{k} {v:,}" for k, v in config["parameters"].items()))
         for note in filter(None, [resume_note, args.compile and COMPILE_NOTE]):
             say(note)
+        # train_log.jsonl and --report_to; a --resume continues them after its checkpoint
+        tracker = Tracker(args, config, resume_step=state.global_step if ckpt else None,
+                          enabled=dist.is_main)
 
         epoch = state.epoch + 1
         try:
@@ -92,11 +96,13 @@ def main(argv=None):
                               initial=state.epoch, total=args.epochs, disable=not dist.is_main):
                 start = time.time()
                 train_loss, samples_per_s = train_one_epoch(
-                    epoch, train_model, train_loader, optimization, state, args, runtime)
+                    epoch, train_model, train_loader, optimization, state, args, runtime,
+                    log_step=tracker.log_step)
                 metrics = evaluate(model, val_loader, tokenizer, settings, runtime)
                 record = epoch_record(epoch, train_loss, samples_per_s, metrics, state,
                                       optimization, time.time() - start)
                 history.append(record)
+                tracker.log_epoch(record)
                 improved = state.end_epoch(epoch, record["val_bleu"])
                 if dist.is_main:
                     save_progress(args, model, tokenizer, state, history, optimization,
@@ -114,6 +120,8 @@ def main(argv=None):
                 save_progress(args, model, tokenizer, state, history, optimization, False,
                               config)
             exit_interrupted(args, epoch, state, stop)
+        finally:
+            tracker.close()
         # DDP holds the process group: free it before open_runtime destroys the group, or a
         # gloo thread and this one can wait for each other at exit.
         del train_model

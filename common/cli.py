@@ -58,13 +58,13 @@ FLAG_RANGES = {
     "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "learning_rate": AT_LEAST_0,
     "encoder_lr_scale": AT_LEAST_0, "warmup_steps": AT_LEAST_0, "weight_decay": AT_LEAST_0,
     "label_smoothing": PROBABILITY, "word_dropout": PROBABILITY, "grad_accum_steps": AT_LEAST_1,
-    "max_grad_norm": ABOVE_0, "seed": Range(0, 2**32 - 1),
+    "max_grad_norm": ABOVE_0, "seed": Range(0, 2**32 - 1), "log_every": AT_LEAST_1,
     # evaluation and generation
     "eval_batch_size": AT_LEAST_1, "patience": AT_LEAST_0, "num_beams": AT_LEAST_1,
     "max_new_tokens": AT_LEAST_1, "no_repeat_ngram_size": AT_LEAST_0,
     "repetition_penalty": ABOVE_0, "length_penalty": Range(),
     # validate_perceiver_model.py
-    "limit": AT_LEAST_1, "num_samples": AT_LEAST_0,
+    "limit": AT_LEAST_1, "num_samples": AT_LEAST_0, "attention_plot": AT_LEAST_0,
 }
 
 

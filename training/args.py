@@ -4,11 +4,14 @@ import argparse
 from pathlib import Path
 
 from common.cli import HelpFormatter, check_flag_ranges
+from common.config_file import read_config_file
 from common.errors import UserError
 from data.synthetic import demo_paths
 from evaluation.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import add_generation_args
 from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
+
+from .tracking import TRACKERS, check_trackers
 
 DESCRIPTION = ("Train SONAR encoder -> Perceiver Resampler -> T5 decoder on feature files + "
                "TSV manifests.")
@@ -48,6 +51,7 @@ def check_args(args):
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other", "command line",
                         "pick one")
+    check_trackers(args.report_to)
     if args.no_encoder_cache and not args.freeze_encoder:
         raise UserError("--no_encoder_cache only applies with --freeze_encoder", "command line")
     args.encoder_cache_dir = str(args.encoder_cache_dir or default_cache_dir())
@@ -61,6 +65,9 @@ def check_args(args):
 
 def build_parser():
     p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=HelpFormatter)
+    p.add_argument("--config", metavar="FILE.yaml",
+                   help="read flags from a YAML file (keys are flag names: learning_rate: "
+                        "1e-4); flags on the command line win; configs/ has examples")
     data = p.add_argument_group("data")
     data.add_argument("--train_features", help="directory of training feature files")
     data.add_argument("--train_manifest", help="training TSV manifest")
@@ -161,6 +168,13 @@ def build_parser():
                           "OpenMP threads wait passively when other jobs run at start")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                      help="auto: bf16 on GPUs that have it, fp16 (guarded) on others, fp32 on CPU")
+    run.add_argument("--log_every", type=int, default=50,
+                     help="write a line to OUTPUT/train_log.jsonl every this many optimizer "
+                          "steps: loss, learning rates, gradient norm, samples/s")
+    run.add_argument("--report_to", nargs="+", default=["none"], choices=TRACKERS,
+                     help="also send the step log, each epoch's validation metrics and sample "
+                          "translations, and the config to these trackers (TensorBoard: "
+                          "OUTPUT/tensorboard; wandb and trackio when installed)")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/last_model.pt")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run already in --output_dir")
@@ -168,10 +182,14 @@ def build_parser():
 
 
 def parse_args(argv=None):
+    """Flags: the command line, over --config's file, over the --demo defaults, over the
+    parser's own defaults."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.demo:  # demo defaults, under anything the user gave explicitly
+    from_file = read_config_file(args.config, parser) if args.config else {}
+    if args.demo or from_file.get("demo"):
         parser.set_defaults(**DEMO_DEFAULTS)
-        args = parser.parse_args(argv)
+    parser.set_defaults(**from_file)
+    args = parser.parse_args(argv)
     check_args(args)
     return args

@@ -1,7 +1,9 @@
 """One epoch of training, one of evaluation, and what an epoch records and prints.
 
-train_sonar_with_t5.py's main() calls these in its loop; nothing here reads or writes files.
+train_sonar_with_t5.py's main() calls these in its loop; nothing here reads or writes files
+(the per-step log goes to the callback main() passes, training/tracking.py's Tracker).
 """
+import math
 import time
 from contextlib import nullcontext
 
@@ -27,10 +29,11 @@ class TrainingDiverged(UserError):
     exit_code = 1
 
 
-def train_one_epoch(epoch, model, loader, optimization, state, args, runtime):
+def train_one_epoch(epoch, model, loader, optimization, state, args, runtime, log_step=None):
     """-> (mean training loss over finite batches, or None; samples/s). `model` is what the
     step calls (DDP or compiled, see setup.wrap_for_training). Starts after the batches
-    state.batches_done says are done (resuming mid-epoch)."""
+    state.batches_done says are done (resuming mid-epoch). log_step(record) is called every
+    --log_every optimizer steps with the steps since the last call (see step_record)."""
     model.train()
     sampler = loader.batch_sampler
     sampler.set_epoch(epoch, state.batches_done)
@@ -38,6 +41,7 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime):
     sums = torch.tensor(state.partial_loss, device=runtime.device, dtype=torch.float64)
     at_last_step = sums.clone()
     samples, n, start = 0, len(loader), time.time()
+    last_log = (sums.clone(), samples, start)  # where the previous log_step left off
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                disable=not runtime.dist.is_main)
     try:
@@ -52,9 +56,13 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime):
             samples += len(batch["ids"])
             if step_ends:  # a step and its bookkeeping happen whole: Ctrl-C waits for them
                 with stops_deferred():
-                    optimizer_step(optimization, state, args, epoch)
+                    grad_norm = optimizer_step(optimization, state, args, epoch)
                     state.batches_done = sampler.start_batch + i + 1
                     at_last_step = sums.clone()
+                if log_step and state.global_step % args.log_every == 0:
+                    log_step(step_record(epoch, state, optimization, grad_norm, last_log,
+                                         sums, samples, runtime))
+                    last_log = (sums.clone(), samples, time.time())
             if i % 20 == 0 and runtime.dist.is_main:
                 bar.set_postfix(loss=f"{float(loss):.3f}")
     except KeyboardInterrupt:  # Ctrl-C saves the steps taken; --resume continues after them
@@ -64,6 +72,21 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime):
     loss_sum, finite_batches = all_reduce_sum(sums.tolist(), runtime.dist, runtime.device)
     rate = samples * runtime.dist.world_size / (time.time() - start)
     return (loss_sum / finite_batches if finite_batches else None), rate
+
+
+def step_record(epoch, state, optimization, grad_norm, last_log, sums, samples, runtime):
+    """One train_log.jsonl line: the mean loss (this process's finite batches) and samples/s
+    (all processes) since the previous line, the learning rates and the gradient norm
+    before clipping (None when non-finite) of this step."""
+    (loss_sum, finite), (sums_then, samples_then, time_then) = sums.tolist(), last_log
+    loss_sum, finite = loss_sum - sums_then[0].item(), finite - sums_then[1].item()
+    return {"step": state.global_step, "epoch": epoch,
+            "loss": loss_sum / finite if finite else None,
+            "learning_rates": learning_rates(optimization.optimizer),
+            "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+            "samples_per_s": ((samples - samples_then) * runtime.dist.world_size
+                              / max(time.time() - time_then, 1e-9)),
+            "nonfinite_steps": state.nonfinite_total}
 
 
 def forward_backward(model, batch, scaler, args, runtime, sync):
@@ -80,7 +103,8 @@ def forward_backward(model, batch, scaler, args, runtime, sync):
 
 def optimizer_step(optimization, state, args, epoch):
     """Unscale, clip and step; a non-finite gradient norm skips the step. One host sync a
-    step. Under DDP the norm is of all-reduced gradients, so every process decides alike."""
+    step. Under DDP the norm is of all-reduced gradients, so every process decides alike.
+    -> the gradient norm before clipping."""
     optimizer, scaler = optimization.optimizer, optimization.scaler
     scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -100,6 +124,7 @@ def optimizer_step(optimization, state, args, epoch):
             f"(epoch {epoch}, step {state.global_step})", f"{args.output_dir}/last_model.pt",
             "the last good checkpoint is kept; lower --learning_rate, or use "
             "--precision fp32/bf16")
+    return float(norm)
 
 
 def evaluate(model, loader, tokenizer, settings, runtime):
@@ -112,8 +137,8 @@ def evaluate(model, loader, tokenizer, settings, runtime):
     references = [loader.dataset.rows[i].text for i in order]
     scores = corpus_scores(hypotheses, references)
     return {"val_loss": result["val_loss"], "cond_gap": result["cond_gap"],
-            "val_bleu": scores["bleu"], "val_chrf": scores["chrf"],
-            "diversity": diversity(hypotheses),
+            "val_bleu": scores["bleu"], "bleu_signature": scores["bleu_signature"],
+            "val_chrf": scores["chrf"], "diversity": diversity(hypotheses),
             "samples": [{"reference": references[i], "translation": hypotheses[i]}
                         for i in range(min(3, len(order)))]}
 
@@ -123,7 +148,7 @@ def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization,
     div = metrics["diversity"]
     return {"epoch": epoch, "step": state.global_step, "train_loss": train_loss,
             "val_loss": metrics["val_loss"], "val_bleu": metrics["val_bleu"],
-            "val_chrf": metrics["val_chrf"], "diversity": div["unique_ratio"],
+            "bleu_signature": metrics["bleu_signature"], "val_chrf": metrics["val_chrf"], "diversity": div["unique_ratio"],
             "most_common": div["most_common"], "most_common_pct": div["most_common_pct"],
             "cond_gap": metrics["cond_gap"], "lr": optimization.scheduler.get_last_lr()[-1],
             "learning_rates": learning_rates(optimization.optimizer),

@@ -8,7 +8,9 @@
   checkpoint (checkpoint_written). An error, Ctrl-C or SIGTERM before that puts them back,
   so a failed start never leaves neither run. A run killed (kill -9) in between leaves
   .replaced_run/ behind; the next start puts it back and says so.
-- a directory this run created is removed again if nothing came of the run.
+- a directory this run created is removed again if nothing came of the run; the logs of a run
+  that stopped before its first checkpoint (train_log.jsonl, tensorboard/) go with it, as
+  nothing can resume them.
 """
 import fcntl
 import os
@@ -19,6 +21,7 @@ from pathlib import Path
 from common.errors import UserError
 
 from .args import DEMO_DATA_DIR
+from .tracking import RUN_LOGS
 
 REPLACED_DIR = ".replaced_run"
 LOCK_NAME = ".lock"
@@ -40,6 +43,10 @@ class OutputDir:
         if self.is_main:
             self._take_lock()
             self._put_back_after_a_kill()
+            dropped = self._drop_logs_without_checkpoint()
+            if dropped:
+                print(f"note: removed {', '.join(dropped)} in {self.path}: the logs of a run "
+                      "that stopped before its first checkpoint")
         try:
             self.resume_from, self.old_run = self._check()
         except BaseException:
@@ -106,6 +113,16 @@ class OutputDir:
                                       "replace it, or choose another --output_dir")
         return None, held
 
+    def _drop_logs_without_checkpoint(self):
+        """-> the log files removed: those of a run without a checkpoint, which nothing can
+        resume and which would block the next start."""
+        if not self.path.is_dir() or any((self.path / n).is_file() for n in CHECKPOINTS):
+            return []
+        dropped = [name for name in RUN_LOGS if (self.path / name).exists()]
+        for name in dropped:
+            _remove(self.path / name)
+        return dropped
+
     # -- the run ---------------------------------------------------------------------------
     def set_aside_old_run(self):
         """--overwrite, once data and model are known good: the earlier run moves aside."""
@@ -128,6 +145,8 @@ class OutputDir:
             self._restore()
             print(f"stopped before the new run's first checkpoint: the earlier run is back "
                   f"in {self.path}", flush=True)
+        elif error_type is not None and self.is_main:
+            self._drop_logs_without_checkpoint()
         self._release()
         return False
 

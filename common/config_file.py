@@ -1,0 +1,85 @@
+"""--config FILE.yaml: flags from a file, checked like the command line's.
+
+Keys are flag names without the dashes (`learning_rate: 1e-4`, `freeze_encoder: true`,
+`report_to: [tensorboard]`). Each value is checked against its flag: an unknown key, or a
+value of the wrong type or outside the flag's choices, is a one-line error naming the key,
+the file and the line.
+"""
+import argparse
+
+import yaml
+
+from .errors import UserError
+
+
+def read_config_file(path, parser):
+    """-> {flag dest: value} from the YAML mapping in `path`, converted as argparse would."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        root = yaml.compose(text)  # nodes keep their line numbers for the errors
+        values = yaml.safe_load(text)
+    except OSError as error:
+        raise UserError(f"cannot read the config file ({error.strerror or error})", str(path),
+                        "check --config") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"not valid YAML ({getattr(error, 'problem', None) or error})", where,
+                        "fix the file") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"holds a {type(values).__name__}, not a mapping of flag: value",
+                        str(path), "write one flag per line, e.g. learning_rate: 1e-4")
+    lines = {node.value: node.start_mark.line + 1 for node, _ in root.value}
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    out = {}
+    for key, value in values.items():
+        where = f"{path}:{lines.get(key, '?')}"
+        action = actions.get(str(key).lstrip("-").replace("-", "_"))
+        if action is None or action.dest in ("help", "config"):
+            raise UserError(f"unknown key '{key}'", where,
+                            "keys are flag names without dashes (see --help), e.g. "
+                            "learning_rate")
+        out[action.dest] = convert(key, value, action, where)
+    return out
+
+
+def convert(key, value, action, where):
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise UserError(f"'{key}' must be true or false (got {value!r})", where)
+        return value
+    if action.nargs in ("+", "*"):
+        items = value if isinstance(value, list) else [value]
+        if action.nargs == "+" and not items:
+            raise UserError(f"'{key}' needs at least one value", where)
+        return [convert_one(key, v, action, where) for v in items]
+    if isinstance(value, list):
+        raise UserError(f"'{key}' takes one value (got a list)", where)
+    return None if value is None else convert_one(key, value, action, where)
+
+
+def convert_one(key, value, action, where):
+    """One value as the flag's type. Strings convert as on the command line: YAML reads 1e-4
+    as a string (it wants 1.0e-4), and that is still a number here."""
+    kind = action.type or str
+    try:
+        if isinstance(value, (bool, dict, list)):
+            raise ValueError(value)
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(value)
+            value = int(value)
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"'{key}' must be {_name(kind)} (got {value!r})", where) from None
+    if action.choices is not None and converted not in action.choices:
+        raise UserError(f"'{key}' must be one of {', '.join(map(str, action.choices))} "
+                        f"(got {value!r})", where)
+    return converted
+
+
+def _name(kind):
+    return {int: "an integer", float: "a number", str: "text"}.get(kind, kind.__name__)
