@@ -11,8 +11,8 @@ from pathlib import Path
 from common.errors import UserError, cli_main
 from common.files import atomic_write
 from evaluation.report import (check_figure_path, check_parent_dir, format_summary,
-                               load_history, plot_comparison, plot_run, results_table,
-                               summarize, to_latex, to_markdown)
+                               history_groups, load_history, plot_comparison, plot_run,
+                               results_table, summarize, to_latex, to_markdown)
 
 
 def parse_args(argv=None):
@@ -20,10 +20,12 @@ def parse_args(argv=None):
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint_dir", help="a run's --output_dir (training_history.json)")
     what.add_argument("--compare", nargs="+", metavar="DIR",
-                      help="overlay several runs' BLEU and validation loss")
+                      help="overlay several runs' BLEU and validation loss; runs that differ "
+                           "only in --seed are drawn as their mean with a min-max band")
     what.add_argument("--table", nargs="+", metavar="PATH",
                       help="results table from run directories and/or validation summaries "
-                           "(validation_summary.json or its directory)")
+                           "(validation_summary.json or its directory); runs that differ only "
+                           "in --seed make one row: mean ± std over the seeds, and n")
     p.add_argument("--output", help="PNG path (default: CHECKPOINT_DIR/training_curves.png, "
                                     "or training_curves_comparison.png); for --table the "
                                     "path stem of the .md and .tex files (default: results)")
@@ -52,14 +54,13 @@ def main(argv=None):
         print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.tex')}")
         return
     if args.compare:
-        histories = {Path(d).name: load_history(d) for d in args.compare}
-        if len(set(histories)) < len(args.compare):
+        if len({Path(d).name for d in args.compare}) < len(args.compare):
             raise UserError("two runs share a directory name", " ".join(args.compare),
                             "their curves would carry the same label; rename one")
         output = Path(args.output or "training_curves_comparison.png")
-        plot_comparison(histories, output)
-        for name, history in histories.items():
-            print(format_summary(name, summarize(history)))
+        plot_comparison(history_groups(args.compare), output)
+        for d in args.compare:
+            print(format_summary(Path(d).name, summarize(load_history(d))))
     else:
         run = Path(args.checkpoint_dir)
         history = load_history(run)

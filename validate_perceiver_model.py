@@ -17,16 +17,20 @@ from common.device import resolve_device
 from common.errors import UserError, cli_main
 from common.files import check_output_dir_usable
 from common.precision import resolve_precision
+from evaluation.attention import check_attention_plot, write_attention_plots
 from evaluation.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import add_generation_args
-from evaluation.validate import format_report, validate_checkpoint, write_results
+from evaluation.validate import (format_report, validate_checkpoint, validation_dataset,
+                                 write_results)
 from models.checkpoint import load_model
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="best_model.pt or last_model.pt")
+    p.add_argument("--checkpoint", required=True,
+                   help="best_model.pt or last_model.pt, or a folder exported from one "
+                        "(python -m evaluation.export)")
     p.add_argument("--features", required=True, help="directory of feature files")
     p.add_argument("--manifest", required=True, help="TSV manifest with references")
     p.add_argument("--output", default="validation_results",
@@ -50,6 +54,10 @@ def build_parser():
     p.add_argument("--encoder_cache_dir", default=None,
                    help=f"with --use_encoder_cache (default: ${CACHE_DIR_ENV}, else "
                         "~/.cache/sonar_t5/encoder_states)")
+    p.add_argument("--attention_plot", type=int, default=0, metavar="N",
+                   help="for the first N samples, plot each Perceiver latent's attention over "
+                        "the input frames (OUTPUT/attention/ID.png and .npy; needs a model "
+                        "trained with --resampler_input tokens)")
     add_generation_args(p, default_note="the checkpoint's training settings")
     return p
 
@@ -72,11 +80,19 @@ def main(argv=None):
         torch.set_num_threads(args.num_threads)
     device = resolve_device(args.device)
     model, tokenizer, ckpt = load_model(args.checkpoint, device)
-    summary, ids, refs, hyps = validate_checkpoint(model, tokenizer, ckpt, args, device,
-                                                   resolve_precision(args.precision, device))
+    precision = resolve_precision(args.precision, device)
+    if args.attention_plot:
+        check_attention_plot(model, args.checkpoint)  # before translating anything
+    dataset = validation_dataset(model, args)
+    summary, ids, refs, hyps = validate_checkpoint(model, tokenizer, ckpt, dataset, args, device,
+                                                   precision)
     print(format_report(summary, refs, hyps, args.num_samples))
     summary_path, translations_path = write_results(args.output, summary, ids, refs, hyps)
     print(f"wrote {summary_path} and {translations_path}")
+    if args.attention_plot:
+        plots = write_attention_plots(model, dataset, hyps, args.output, args.attention_plot,
+                                      device, precision)
+        print(f"wrote {len(plots)} attention plots in {plots[0].parent}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""Run histories, their summary statistics, the curves figure and the results table."""
+"""Run histories, their summary statistics, the curves figure and the results table.
+
+Runs whose resolved configs differ only in --seed are one experiment repeated: the table gives
+them one row (mean ± standard deviation over the seeds, and n), --compare one curve (the mean,
+with a band from the lowest to the highest run).
+"""
+import json
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -60,14 +67,22 @@ def plot_run(history, output, title):
     _finish(fig, [ax_loss, ax_bleu, ax_gap], title, output)
 
 
-def plot_comparison(histories, output):
-    """histories: {run name: history}; BLEU and validation loss of each, one figure."""
+def plot_comparison(groups, output):
+    """groups: {label: [history, ...]} (one history, or a seed group's); BLEU and validation
+    loss of each, one figure. A group is drawn as its mean over the epochs all its runs have,
+    with a band from its lowest to its highest run."""
     fig, (ax_bleu, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, history in histories.items():
-        epochs = [r["epoch"] for r in history]
-        line, = ax_bleu.plot(epochs, [r["val_bleu"] for r in history], "o-", label=name)
-        ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label=name,
-                     color=line.get_color())
+    for label, histories in groups.items():
+        epochs = [r["epoch"] for r in histories[0]][:min(map(len, histories))]
+        color = None
+        for ax, key in ((ax_bleu, "val_bleu"), (ax_loss, "val_loss")):
+            values = [[h[i][key] for h in histories] for i in range(len(epochs))]
+            line, = ax.plot(epochs, [statistics.fmean(v) for v in values], "o-", label=label,
+                            color=color)
+            color = line.get_color()
+            if len(histories) > 1:
+                ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values],
+                                color=color, alpha=0.2)
     ax_bleu.set(xlabel="epoch", ylabel="BLEU", title="Validation BLEU")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Validation loss")
     _finish(fig, [ax_bleu, ax_loss], "Run comparison", output)
@@ -87,7 +102,53 @@ def _finish(fig, axes, title, output):
 
 # -- results table ---------------------------------------------------------------------------
 TABLE_COLUMNS = ("run", "bridge", "input", "num_latents", "num_layers", "frozen",
-                 "word_dropout", "parameters", "best_epoch", "BLEU", "chrF", "unique", "cond_gap")
+                 "word_dropout", "parameters", "n", "best_epoch", "BLEU", "chrF", "unique",
+                 "cond_gap")
+METRIC_DECIMALS = {"BLEU": 2, "chrF": 1, "unique": 2, "cond_gap": 3}
+# Flags that do not change what a run learns: runs that differ only in these are repeats of
+# one experiment, and then a seed group if their seeds differ.
+BOOKKEEPING_ARGS = {"seed", "output_dir", "resume", "overwrite", "config", "report_to",
+                    "log_every", "encoder_cache_dir", "num_workers", "num_threads"}
+
+
+def experiment_key(config):
+    """The run's resolved flags less seed and bookkeeping; paths inside the run's own
+    directory (--demo's data) made relative to it."""
+    args = config["args"]
+    own = str(args.get("output_dir") or "")
+
+    def relative(value):
+        if own and isinstance(value, str) and value.startswith(own):
+            return "<run>" + value[len(own):]
+        return value
+
+    return json.dumps({k: relative(v) for k, v in args.items() if k not in BOOKKEEPING_ARGS},
+                      sort_keys=True, default=str)
+
+
+def seed_groups(items, key_of, seed_of):
+    """-> lists of items, in first-seen order: items with the same key and distinct seeds
+    together; an item whose seed its group already has starts a row of its own."""
+    groups = []
+    for item in items:
+        group = next((g for g in groups if key_of(g[0]) == key_of(item)
+                      and seed_of(item) not in map(seed_of, g)), None)
+        if group is None:
+            groups.append([item])
+        else:
+            group.append(item)
+    return groups
+
+
+def history_groups(run_dirs):
+    """--compare: {label: [history, ...]}, seed groups labelled with their runs and n."""
+    runs = [(Path(d), read_json(Path(d) / "config.json") if (Path(d) / "config.json").is_file()
+             else {"args": {"output_dir": str(d)}}) for d in run_dirs]
+    groups = seed_groups(runs, lambda r: experiment_key(r[1]),
+                         lambda r: r[1]["args"].get("seed"))
+    return {(g[0][0].name if len(g) == 1 else
+             f"{', '.join(d.name for d, _ in g)} (mean of {len(g)} seeds)"):
+            [load_history(d) for d, _ in g] for g in groups}
 
 
 def table_row(path):
@@ -109,7 +170,7 @@ def table_row(path):
                   "cond_gap": best.get("cond_gap")}
     config = read_json(run_dir / "config.json")
     m, a = config["model_config"], config["args"]
-    return {"run": run_dir.name, "bridge": m["bridge"], "input": m["resampler_input"],
+    return {"experiment": experiment_key(config), "seed": a.get("seed"), "run": run_dir.name, "bridge": m["bridge"], "input": m["resampler_input"],
             "num_latents": m["num_latents"],
             "num_layers": m["num_layers"] if m["bridge"] == "perceiver" else 1,
             "frozen": "yes" if a["freeze_encoder"] else "no",
@@ -118,8 +179,24 @@ def table_row(path):
 
 
 def results_table(paths):
-    frame = pd.DataFrame([table_row(p) for p in paths], columns=TABLE_COLUMNS)
-    return frame.round({"BLEU": 2, "chrF": 1, "unique": 2, "cond_gap": 3})
+    """One row per run, or per seed group: its metrics as mean ± standard deviation (n - 1)."""
+    rows = seed_groups([table_row(p) for p in paths], lambda r: r["experiment"],
+                       lambda r: r["seed"])
+    return pd.DataFrame([group_row(g) for g in rows], columns=TABLE_COLUMNS)
+
+
+def group_row(rows):
+    row = {**rows[0], "n": len(rows)}
+    if len(rows) == 1:
+        return {**row, **{k: None if row[k] is None else round(row[k], d)
+                          for k, d in METRIC_DECIMALS.items()}}
+    row["run"] = ", ".join(r["run"] for r in rows)
+    row["best_epoch"] = "/".join(str(r["best_epoch"]) for r in rows)
+    for key, decimals in METRIC_DECIMALS.items():
+        values = [r[key] for r in rows]
+        row[key] = (None if None in values else f"{statistics.fmean(values):.{decimals}f} ± "
+                                                 f"{statistics.stdev(values):.{decimals}f}")
+    return row
 
 
 def to_markdown(frame):

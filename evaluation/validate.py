@@ -11,15 +11,19 @@ from .metrics import (bleu_verdict, corpus_scores, diversity, diversity_verdict,
                       length_stats)
 
 
-def validate_checkpoint(model, tokenizer, ckpt, args, device, precision="fp32"):
-    """-> (summary dict, ids, references, hypotheses)."""
+def validation_dataset(model, args):
+    """--manifest and --features, at the checkpoint's --max_frames unless given."""
+    max_frames = model.config.max_frames if args.max_frames is None else args.max_frames
+    return FeatureDataset(args.manifest, args.features, max_frames=max_frames,
+                          expected_dim=model.encoder.config.input_dim, limit=args.limit,
+                          skip_missing_flag=None)
+
+
+def validate_checkpoint(model, tokenizer, ckpt, dataset, args, device, precision="fp32"):
+    """-> (summary dict, ids, references, hypotheses), in the data set's order."""
     train_args = ckpt.get("train_args", {})
     settings = GenerationSettings.from_args(args, defaults={
         k: train_args[k] for k in vars(GenerationSettings()) if train_args.get(k) is not None})
-    max_frames = model.config.max_frames if args.max_frames is None else args.max_frames
-    dataset = FeatureDataset(args.manifest, args.features, max_frames=max_frames,
-                             expected_dim=model.encoder.config.input_dim, limit=args.limit,
-                             skip_missing_flag=None)
     loader = make_loader(dataset, Collator(tokenizer, train_args.get("max_target_length", 128)),
                          args.batch_size, shuffle=False, num_workers=args.num_workers)
     cache_info = None
@@ -44,7 +48,7 @@ def validate_checkpoint(model, tokenizer, ckpt, args, device, precision="fp32"):
         "verdict": verdict, "suggested_action": action,
         "diversity_verdict": diversity_verdict(div),
         "val_loss": result["val_loss"], "cond_gap": result["cond_gap"],
-        "generation": vars(settings), "max_frames": max_frames,
+        "generation": vars(settings), "max_frames": dataset.max_frames,
         "samples_per_s": len(dataset) / elapsed,
         "checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
         "features": str(args.features), "manifest": str(args.manifest),

@@ -1,6 +1,24 @@
-"""The sonar-t5 model file: one checkpoint rebuilds model + tokenizer (file I/O in common)."""
+"""The sonar-t5 model files: one checkpoint (best_model.pt, last_model.pt) rebuilds model +
+tokenizer; an exported folder (Hugging Face layout, safetensors weights) does too.
+
+An exported folder:
+    model.safetensors        the weights, tensors only (no pickle)
+    config.json              {"model_type": "sonar_t5", "model_config", "train_args", ...}
+    spiece.model             the SentencePiece tokenizer
+    generation_config.json   transformers' GenerationConfig: the generate() defaults
+    README.md                the model card (evaluation/export.py writes it)
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import safetensors.torch
+from transformers import GenerationConfig
+
 from common.checkpoint_io import load_checkpoint, load_state_dict_strict, save_checkpoint
 from common.errors import UserError
+from common.files import FILE_PERMISSIONS, write_json
 
 from .sonar_t5 import SonarT5, SonarT5Config
 from .tokenizer import Tokenizer
@@ -23,7 +41,10 @@ def save_model(path, model, tokenizer, train_args, **extra):
 
 
 def load_model(path, device="cpu"):
-    """-> (SonarT5 in eval mode on device, Tokenizer, the checkpoint dict)."""
+    """-> (SonarT5 in eval mode on device, Tokenizer, the checkpoint dict). `path`: a
+    checkpoint file, or an exported folder (whose dict holds its config.json)."""
+    if Path(path).is_dir():
+        return load_exported(path, device)
     ckpt = load_checkpoint(path, kind="sonar_t5")
     missing = [key for key in REQUIRED_KEYS if key not in ckpt]
     if missing:
@@ -32,3 +53,69 @@ def load_model(path, device="cpu"):
     model = SonarT5(SonarT5Config.from_dict(ckpt["model_config"]))
     load_state_dict_strict(model, ckpt["state_dict"], path)
     return model.to(device).eval(), Tokenizer.from_tensor(ckpt["tokenizer"], path), ckpt
+
+
+GENERATION_KEYS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty",
+                   "length_penalty")
+
+
+def save_exported(out_dir, model, tokenizer, info, generation, readme):
+    """Write the exported folder (see the module's docstring) under a temporary name, then
+    rename it to out_dir: a failed export leaves nothing. info: what config.json holds
+    beside the model config (train_args, epoch, metrics...); generation: {GENERATION_KEYS}."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError("the export folder already exists and is not empty", str(out),
+                        "choose a new folder; nothing was overwritten")
+    tmp = out.parent / f".{out.name}.export-{os.getpid()}"
+    try:
+        tmp.mkdir(parents=True)
+        # save_model, not save_file: it stores T5's tied embeddings once
+        safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
+        os.chmod(tmp / "model.safetensors", FILE_PERMISSIONS)  # as readable as the rest
+        write_json(tmp / "config.json", {"model_type": "sonar_t5",
+                                         "format_version": FORMAT_VERSION,
+                                         "model_config": model.config_dict(), **info})
+        (tmp / "spiece.model").write_bytes(tokenizer.model_bytes)
+        t5 = model.t5.config
+        GenerationConfig(decoder_start_token_id=t5.decoder_start_token_id,
+                         eos_token_id=t5.eos_token_id, pad_token_id=t5.pad_token_id,
+                         early_stopping=generation["num_beams"] > 1,
+                         **generation).save_pretrained(tmp)
+        (tmp / "README.md").write_text(readme, encoding="utf-8")
+        if out.is_dir():
+            out.rmdir()  # empty: checked above
+        os.rename(tmp, out)
+    except OSError as error:
+        raise UserError(f"could not write the export ({error.strerror or error})", str(out),
+                        "free disk space or choose another folder") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_exported(path, device="cpu"):
+    """An exported folder -> (model, tokenizer, its config.json with train_args whose
+    generation settings are generation_config.json's)."""
+    path = Path(path)
+    missing = [n for n in ("model.safetensors", "config.json", "spiece.model")
+               if not (path / n).is_file()]
+    if missing:
+        raise UserError(f"not an exported sonar-t5 folder (no {', '.join(missing)})", str(path),
+                        "pass a folder written by python -m evaluation.export, or a .pt "
+                        "checkpoint")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        model = SonarT5(SonarT5Config.from_dict(config["model_config"]))
+        safetensors.torch.load_model(model, str(path / "model.safetensors"), strict=True)
+    except (ValueError, KeyError, RuntimeError, OSError) as error:
+        raise UserError(f"cannot load the exported model ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0][:120] if str(error) else ''})", str(path),
+                        "export the checkpoint again") from None
+    tokenizer = Tokenizer((path / "spiece.model").read_bytes(), path / "spiece.model")
+    generation_file = path / "generation_config.json"
+    if generation_file.is_file():
+        generation = json.loads(generation_file.read_text(encoding="utf-8"))
+        config["train_args"] = {**config.get("train_args", {}),
+                                **{k: generation[k] for k in GENERATION_KEYS if k in generation}}
+    return model.to(device).eval(), tokenizer, config

@@ -1,6 +1,7 @@
 """validate_perceiver_model.py, plot_training_curves.py and the results table."""
 import json
 
+import numpy as np
 import pytest
 import sacrebleu
 
@@ -114,4 +115,103 @@ def test_compare_and_results_table(tiny_run, projection_run, tmp_path):
         assert rule in latex
     assert "tiny\\_perceiver" in latex and "num\\_latents" in latex
     body = latex.split("\\midrule")[1].split("\\bottomrule")[0]
-    assert all(row.count("&") == 12 for row in body.strip().split("\\\\") if row.strip())
+    assert all(row.count("&") == 13 for row in body.strip().split("\\\\") if row.strip())
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tiny_run, tmp_path_factory):
+    """One experiment, three seeds: tiny_run (seed 42) and the same flags with seeds 1 and 2."""
+    run, _ = tiny_run
+    root = tmp_path_factory.mktemp("seeds")
+    argv = json.loads((run / "config.json").read_text())["args"]
+    for seed in (1, 2):
+        run_script("train_sonar_with_t5.py", *data_args_of(argv), *TINY_MODEL, "--epochs", "2",
+                   "--resampler_input", "tokens", "--seed", seed, "--output_dir",
+                   root / f"seed{seed}", check=True)
+    return [root / "seed1", root / "seed2", run]
+
+
+def data_args_of(argv):
+    return [x for flag in ("train_features", "train_manifest", "val_features", "val_manifest")
+            for x in (f"--{flag}", argv[flag])]
+
+
+def test_seed_group_is_one_row_with_mean_and_std(seed_runs, projection_run, tmp_path):
+    run_script("plot_training_curves.py", "--table", *seed_runs, projection_run, "--output",
+               tmp_path / "results", check=True)
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert len(lines) == 4  # header, rule, the seed group, the projection run
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    group = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|"))))
+    assert group["run"] == "seed1, seed2, tiny_perceiver" and group["n"] == "3"
+    bests = [max(json.loads((r / "training_history.json").read_text()),
+                 key=lambda e: e["val_bleu"]) for r in seed_runs]
+    for column, key, decimals in (("BLEU", "val_bleu", 2), ("chrF", "val_chrf", 1),
+                                  ("unique", "diversity", 2), ("cond_gap", "cond_gap", 3)):
+        values = [b[key] for b in bests]
+        mean = sum(values) / 3
+        std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5  # sample std, by hand
+        assert group[column] == f"{mean:.{decimals}f} ± {std:.{decimals}f}", column
+    other = dict(zip(header, (c.strip() for c in lines[3].strip("|").split("|"))))
+    assert other["run"] == "tiny_projection" and other["n"] == "1"
+
+    png = tmp_path / "compare.png"
+    result = run_script("plot_training_curves.py", "--compare", *seed_runs, projection_run,
+                        "--output", png, check=True)
+    assert png_size(png) == (1800, 675) and "seed2:" in result.stdout
+
+
+def test_seed_groups_in_compare_are_labelled_with_their_runs(seed_runs, projection_run):
+    from evaluation.report import history_groups
+    groups = history_groups([*seed_runs, projection_run])
+    assert {label: len(h) for label, h in groups.items()} == {
+        "seed1, seed2, tiny_perceiver (mean of 3 seeds)": 3, "tiny_projection": 1}
+
+
+def test_export_then_validate_gives_the_same_bleu(tiny_run, tiny_data, tmp_path):
+    from safetensors import safe_open
+    run, _ = tiny_run
+    exported = tmp_path / "exported"
+    run_script("-m", "evaluation.export", run / "best_model.pt", exported, check=True)
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "README.md", "config.json", "generation_config.json", "model.safetensors",
+        "spiece.model"]
+    with safe_open(exported / "model.safetensors", "pt") as weights:  # tensors only
+        assert any(k.startswith("bridge.") for k in weights.keys())
+    config = json.loads((exported / "config.json").read_text())
+    assert config["model_type"] == "sonar_t5" and config["model_config"]["num_latents"] == 8
+    card = (exported / "README.md").read_text()
+    best = max(json.loads((run / "training_history.json").read_text()),
+               key=lambda e: e["val_bleu"])
+    assert f"{best['val_bleu']:.2f}" in card and "nrefs:1\\|case:mixed" in card
+    summaries = []
+    for checkpoint in (run / "best_model.pt", exported):
+        out = tmp_path / f"validation_{checkpoint.name}"
+        run_script("validate_perceiver_model.py", "--checkpoint", checkpoint, "--features",
+                   tiny_data / "features" / "test", "--manifest",
+                   tiny_data / "manifests" / "test.tsv", "--output", out, "--device", "cpu",
+                   check=True)
+        summaries.append(json.loads((out / "validation_summary.json").read_text()))
+    for key in ("bleu", "chrf", "val_loss", "cond_gap", "generation"):
+        assert summaries[0][key] == summaries[1][key], key
+    again = run_script("-m", "evaluation.export", run / "best_model.pt", exported)
+    assert_user_error(again, "already exists and is not empty", str(exported))
+
+
+def test_attention_plot_has_one_row_per_latent(tiny_run, projection_run, tiny_data, tmp_path):
+    run, _ = tiny_run
+    out = tmp_path / "v"
+    result = validate(run, tiny_data, out, "--attention_plot", "2")
+    assert "wrote 2 attention plots" in result.stdout
+    test_rows = (tiny_data / "manifests" / "test.tsv").read_text().splitlines()[1:3]
+    for row in test_rows:
+        sample_id, frames = row.split("\t")[:2]
+        attention = np.load(out / "attention" / f"{sample_id}.npy")
+        assert attention.shape == (8, int(frames))  # --num_latents 8, one column per frame
+        assert (attention >= 0).all() and (attention.sum(1) <= 1 + 1e-5).all()
+        assert png_size(out / "attention" / f"{sample_id}.png")[1] > 0
+    pooled = validate(projection_run, tiny_data, tmp_path / "p", "--attention_plot", "2",
+                      check=False)
+    assert_user_error(pooled, "--attention_plot needs a Perceiver that reads the encoder's "
+                              "token states")
+    assert not (tmp_path / "p").exists()

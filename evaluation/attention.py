@@ -1,0 +1,71 @@
+"""What the Perceiver looks at: each latent's attention over the input frames, per sample.
+
+validate_perceiver_model.py --attention_plot N writes, for the first N samples of the
+manifest, OUTPUT/attention/<id>.png (latents as rows, frames as columns: the last Perceiver
+layer's attention, averaged over heads, with the reference and the translation in the title)
+and <id>.npy (that matrix, to draw it another way).
+"""
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import UserError
+from common.files import atomic_write
+from common.precision import autocast
+
+from .report import plt  # matplotlib with the file-only backend report.py sets
+
+
+def check_attention_plot(model, checkpoint):
+    """Only a Perceiver reading token states has one attention weight per frame."""
+    if model.config.bridge != "perceiver" or model.config.resampler_input != "tokens":
+        raise UserError(f"--attention_plot needs a Perceiver that reads the encoder's token "
+                        f"states; this model's bridge is {model.config.bridge} reading the "
+                        f"{model.config.resampler_input} embedding", str(checkpoint),
+                        "use a checkpoint trained with --resampler_input tokens")
+
+
+@torch.no_grad()
+def frame_attention(model, features, device, precision="fp32"):
+    """features (T, D) of one sample -> (num_latents, T) numpy: the last Perceiver layer's
+    attention from each latent to each frame, averaged over heads. (Each latent also attends
+    to the latents, which the Perceiver keeps among its keys: a row sums to at most 1.)"""
+    features = features.to(device)[None]
+    mask = torch.ones(features.shape[:2], dtype=torch.bool, device=device)
+    with autocast(device, precision):
+        states, states_mask = model.encode(features, mask)
+        _, attentions = model.bridge(states, states_mask, return_attention=True)
+    frames = states.shape[1]
+    return attentions[-1][0].float().mean(0)[:, :frames].cpu().numpy()  # (L, T)
+
+
+def plot_attention(attention, reference, translation, output):
+    latents, frames = attention.shape
+    fig, ax = plt.subplots(figsize=(max(6.0, min(frames / 12, 16.0)), max(3.0, latents / 6)))
+    image = ax.imshow(attention, aspect="auto", interpolation="nearest", cmap="viridis")
+    fig.colorbar(image, ax=ax, label="attention weight")
+    ax.set(xlabel="input frame", ylabel="latent")
+    wrap = lambda label, text: textwrap.shorten(f"{label}: {text}", 110)  # noqa: E731
+    ax.set_title(f"{wrap('reference', reference)}\n{wrap('translation', translation)}",
+                 fontsize=9, loc="left")
+    fig.tight_layout()
+    atomic_write(output, lambda f: fig.savefig(f, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def write_attention_plots(model, dataset, translations, out_dir, count, device,
+                          precision="fp32"):
+    """The first `count` samples of the data set -> [png paths]. translations: by index."""
+    out = Path(out_dir) / "attention"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(min(count, len(dataset))):
+        item = dataset[index]
+        attention = frame_attention(model, item["inputs"], device, precision)
+        name = item["id"].replace("/", "_")
+        atomic_write(out / f"{name}.npy", lambda f: np.save(f, attention))
+        plot_attention(attention, item["text"], translations[index], out / f"{name}.png")
+        written.append(out / f"{name}.png")
+    return written

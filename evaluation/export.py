@@ -1,0 +1,122 @@
+"""Export a trained checkpoint as a folder others can load, with a model card.
+
+    python -m evaluation.export runs/x/best_model.pt exported/x
+    python validate_perceiver_model.py --checkpoint exported/x --features ... --manifest ...
+
+The folder has Hugging Face's layout: model.safetensors (weights only, no pickle),
+config.json, spiece.model, generation_config.json and README.md, the model card: what it
+was trained on, its validation BLEU with the sacrebleu signature, chrF, and the settings.
+"""
+import argparse
+from pathlib import Path
+
+from common.errors import UserError, cli_main
+from common.files import read_json
+from models.checkpoint import GENERATION_KEYS, load_model, save_exported
+
+from .generation import GenerationSettings
+from .metrics import corpus_scores
+
+
+def export(checkpoint, out_dir):
+    model, tokenizer, ckpt = load_model(checkpoint)
+    if "train_args" not in ckpt or not ckpt.get("history"):
+        raise UserError("the checkpoint has no training record to describe", str(checkpoint),
+                        "export best_model.pt or last_model.pt of a training run")
+    train_args = ckpt["train_args"]
+    run_config_path = Path(checkpoint).parent / "config.json"
+    run_config = read_json(run_config_path) if run_config_path.is_file() else {}
+    record = next((r for r in ckpt["history"] if r["epoch"] == ckpt.get("epoch")),
+                  ckpt["history"][-1])
+    settings = GenerationSettings(**{k: train_args[k] for k in GENERATION_KEYS
+                                     if train_args.get(k) is not None})
+    info = {"train_args": train_args, "epoch": record["epoch"],
+            "validation": {k: record.get(k) for k in (
+                "val_bleu", "bleu_signature", "val_chrf", "diversity", "cond_gap", "val_loss")},
+            "data": run_config.get("data", {}), "parameters": model.parameter_counts(),
+            "exported_from": str(Path(checkpoint).resolve())}
+    card = model_card(Path(out_dir).name, model, train_args, record, run_config, settings)
+    return save_exported(out_dir, model, tokenizer, info, vars(settings), card)
+
+
+def model_card(name, model, args, record, run_config, settings):
+    config = model.config
+    data = run_config.get("data", {})
+    # Older runs did not record the signature; it is fixed by this code's BLEU settings
+    # (one reference, sacrebleu's defaults), so it is computed the same way here.
+    signature = record.get("bleu_signature") or corpus_scores(["x"], ["x"])["bleu_signature"]
+    counts = model.parameter_counts()
+    encoder = config.encoder.get("kind", "feature")
+    signature = signature.replace("|", "\\|")  # inside a Markdown table
+    rows = [("validation BLEU", f"{record['val_bleu']:.2f} ({signature})"),
+            ("validation chrF", f"{record['val_chrf']:.2f}"),
+            ("unique outputs", f"{record['diversity']:.1%}"),
+            ("conditioning gap", f"{record['cond_gap']:.3f} nats/token"),
+            ("epoch", f"{record['epoch']} of {args.get('epochs')}")]
+    settings_rows = [
+        ("encoder", f"{encoder}{' (frozen)' if args.get('freeze_encoder') else ''}, "
+                    f"from {args.get('sonar_checkpoint') or 'scratch'}"),
+        ("bridge", f"{config.bridge}, {config.num_latents} latents, {config.num_layers} "
+                   f"layers, width {config.hidden_dim}, reads the {config.resampler_input} "
+                   "states"),
+        ("decoder", f"T5 `{config.t5_model}`"),
+        ("parameters", ", ".join(f"{k} {v:,}" for k, v in counts.items())),
+        ("optimisation", f"AdamW, learning rate {args.get('learning_rate')}, "
+                         f"{args.get('warmup_steps')} warm-up steps, batch "
+                         f"{args.get('batch_size')}, label smoothing "
+                         f"{args.get('label_smoothing')}, seed {args.get('seed')}"),
+        ("generation", ", ".join(f"{k} {v}" for k, v in vars(settings).items())),
+        ("max_frames", str(config.max_frames or "all")),
+    ]
+    lines = [
+        f"# {name}",
+        "",
+        "A sign-language translation model made with sonar-t5: pre-extracted feature "
+        "sequences (e.g. How2Sign video features) go through a SONAR-style encoder to a "
+        "Perceiver Resampler prefix, and a T5 decoder writes the English sentence.",
+        "",
+        "## Data",
+        "",
+        f"- training: `{args.get('train_manifest')}` ({data.get('train_samples', '?')} "
+        f"samples, features `{args.get('train_features')}`, {data.get('feature_dim', '?')}-d)",
+        f"- validation: `{args.get('val_manifest')}` ({data.get('val_samples', '?')} samples)",
+        "",
+        "## Results (validation set, during training)",
+        "",
+        "| measure | value |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows],
+        "",
+        "## Training settings",
+        "",
+        "| setting | value |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in settings_rows],
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"python validate_perceiver_model.py --checkpoint {name} --features FEATURES_DIR "
+        "--manifest MANIFEST.tsv --output results",
+        "```",
+        "",
+        "Files: `model.safetensors` (weights), `config.json` (model configuration and training "
+        "arguments), `spiece.model` (SentencePiece), `generation_config.json` (generate() "
+        "defaults), this card.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m evaluation.export",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="best_model.pt or last_model.pt of a training run")
+    p.add_argument("out_dir", help="the folder to write (must not exist, or be empty)")
+    args = p.parse_args(argv)
+    out = export(args.checkpoint, args.out_dir)
+    print(f"wrote {out}/: model.safetensors, config.json, spiece.model, "
+          "generation_config.json, README.md")
+
+
+if __name__ == "__main__":
+    main()
