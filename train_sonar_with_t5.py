@@ -137,7 +137,7 @@ def print_next_steps(args, state, history):
     out = Path(args.output_dir)
     print(f"\nbest validation BLEU {state.best_bleu:.2f} at epoch {state.best_epoch} "
           f"({len(history)} epochs); outputs in {out}/: config.json, training_history.json, "
-          "best_model.pt, last_model.pt")
+          "best_model.pt, last_model.pt, train_log.jsonl")
     test = getattr(args, "test_manifest", None)  # the demo's held-out split
     features, manifest = ((args.test_features, test) if test and Path(test).is_file()
                           else (args.val_features, args.val_manifest))

@@ -47,6 +47,8 @@ def plot_attention(attention, reference, translation, output):
     image = ax.imshow(attention, aspect="auto", interpolation="nearest", cmap="viridis")
     fig.colorbar(image, ax=ax, label="attention weight")
     ax.set(xlabel="input frame", ylabel="latent")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.get_major_locator().set_params(integer=True)
     wrap = lambda label, text: textwrap.shorten(f"{label}: {text}", 110)  # noqa: E731
     ax.set_title(f"{wrap('reference', reference)}\n{wrap('translation', translation)}",
                  fontsize=9, loc="left")
