@@ -104,12 +104,13 @@ def train_argv(data, out, *extra):
     return [*map(str, data_args(data)), *TINY_MODEL, "--output_dir", str(out), *map(str, extra)]
 
 
-def run_patched(patch, argv):
-    """Run the training script in a fresh interpreter after `patch` (Python source) ran."""
+def run_patched(patch, argv, env=None):
+    """Run the training script in a fresh interpreter after `patch` (Python source) ran.
+    env: variables to add to ENV."""
     code = (f"import sys; sys.argv = ['train_sonar_with_t5.py'] + {argv!r}\n{patch}\n"
             "import train_sonar_with_t5; train_sonar_with_t5.main()")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**ENV, **(env or {})},
+                          capture_output=True, text=True, timeout=600)
 
 
 class Payload:
