@@ -1,6 +1,8 @@
 """Mode collapse: the conditioning gap and the levers against collapse."""
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -80,3 +82,20 @@ def test_word_dropout_flag_trains(tiny_data, tmp_path):
     assert config["args"]["word_dropout"] == 0.2
     assert config["generation"]["no_repeat_ngram_size"] == 3
     assert result.returncode == 0
+
+
+def test_a_run_on_constant_input_is_flagged_by_epoch_2(tiny_data, tmp_path):
+    """Every sample the same features: nothing to condition on, so the gap stays at 0 while
+    the decoder learns the sentences' common words; the run says so at epoch 2."""
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    constant = np.full((20, 16), 0.5, dtype=np.float32)
+    for split in ("train", "val"):
+        for path in (data / "features" / split).iterdir():
+            np.save(path.with_suffix(".npy"), constant)
+    result = train(data, tmp_path / "run", "--epochs", "2", "--resampler_input", "tokens")
+    history = json.loads((tmp_path / "run" / "training_history.json").read_text())
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert all(abs(r["cond_gap"]) < 1e-6 for r in history)
+    warnings = [line for line in result.stdout.splitlines()
+                if "warning: conditioning gap" in line]
+    assert len(warnings) == 1 and "the decoder is ignoring its input" in warnings[0]
