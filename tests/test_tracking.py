@@ -119,3 +119,15 @@ def test_logs_of_a_run_killed_before_its_first_checkpoint_do_not_block_the_next(
     assert again.returncode == 0, again.stderr[-2000:]
     assert "removed train_log.jsonl, tensorboard" in again.stdout
     assert steps_logged(out) == [2, 4, 6]
+
+
+def test_resume_may_change_logging_but_not_what_the_run_learns():
+    from training.state import TRAINING_STATE, check_resume
+    run = parse_args(DATA + ["--output_dir", "x"])
+    ckpt = {**{key: None for key in TRAINING_STATE}, "train_args": vars(run)}
+    logging = parse_args(DATA + ["--output_dir", "x", "--resume", "--log_every", "10",
+                                 "--report_to", "tensorboard"])
+    assert check_resume(logging, ckpt, "last_model.pt") is None
+    learning = parse_args(DATA + ["--output_dir", "x", "--resume", "--learning_rate", "0.5"])
+    with pytest.raises(UserError, match="--learning_rate 0.5 \\(the run: 0.0001\\)"):
+        check_resume(learning, ckpt, "last_model.pt")

@@ -43,10 +43,10 @@ class TrainState:
 RESUMABLE_CHANGES = {
     "epochs", "patience", "resume", "overwrite", "output_dir", "device", "precision",
     "num_workers", "num_threads", "eval_batch_size", "compile", "fused_adamw",
-    "gradient_checkpointing", "no_encoder_cache", "encoder_cache_dir", "skip_missing", "num_beams",
-    "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty", "length_penalty",
-    "train_features", "train_manifest", "val_features", "val_manifest", "test_features",
-    "test_manifest"}
+    "gradient_checkpointing", "no_encoder_cache", "encoder_cache_dir", "skip_missing",
+    "num_beams", "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty",
+    "length_penalty", "train_features", "train_manifest", "val_features", "val_manifest",
+    "test_features", "test_manifest", "config", "log_every", "report_to"}
 TRAINING_STATE = ("state", "optimizer", "scheduler", "scaler", "rng", "history")
 
 
