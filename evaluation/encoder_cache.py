@@ -113,11 +113,11 @@ def cached_loaders(model, loaders, cache_dir, device, precision, *, show=True, u
     """
     start = time.time()  # the first data set's seconds include hashing the weights
     weights_sha256 = weights_hash(model)
+    root = Path(cache_dir)
     served, infos = [], {}
     for name, loader in loaders.items():
         dataset = loader.dataset
         key, parts = cache_key(model, dataset, precision, weights_sha256)
-        root = Path(cache_dir)
         entry = root / key
         reused = entry.is_dir()  # a finished build is renamed into place whole
         if not reused:
@@ -169,9 +169,10 @@ def build(model, loader, root, key, parts, device, precision, show):
     dataset = loader.dataset
     for leftover in root.glob(f"{BUILDING}{key}-*"):  # a killed build's (we hold the lock)
         shutil.rmtree(leftover, ignore_errors=True)
-    dim = model.encoder.token_dim if parts["states"] == "tokens" else model.encoder.config.output_dim
-    dtype = np.float16 if parts["states"] == "tokens" else np.float32
-    rows = sum(dataset.lengths) if parts["states"] == "tokens" else len(dataset)
+    tokens = parts["states"] == "tokens"
+    dim = model.encoder.token_dim if tokens else model.encoder.config.output_dim
+    dtype = np.float16 if tokens else np.float32
+    rows = sum(dataset.lengths) if tokens else len(dataset)
     check_free_space(root, rows * dim * np.dtype(dtype).itemsize)
     tmp = root / f"{BUILDING}{key}-{socket.gethostname()}-{os.getpid()}"
     start = time.time()

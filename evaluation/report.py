@@ -170,7 +170,8 @@ def table_row(path):
                   "cond_gap": best.get("cond_gap")}
     config = read_json(run_dir / "config.json")
     m, a = config["model_config"], config["args"]
-    return {"experiment": experiment_key(config), "seed": a.get("seed"), "run": run_dir.name, "bridge": m["bridge"], "input": m["resampler_input"],
+    return {"experiment": experiment_key(config), "seed": a.get("seed"), "run": run_dir.name,
+            "bridge": m["bridge"], "input": m["resampler_input"],
             "num_latents": m["num_latents"],
             "num_layers": m["num_layers"] if m["bridge"] == "perceiver" else 1,
             "frozen": "yes" if a["freeze_encoder"] else "no",

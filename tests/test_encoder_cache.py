@@ -201,7 +201,8 @@ def test_second_run_reuses_the_cache_with_the_same_losses_and_validation_can_too
         out = tmp_path / f"validation{len(flags)}"
         run_script("validate_perceiver_model.py", "--checkpoint",
                    tmp_path / "first" / "best_model.pt", "--features",
-                   tiny_data / "features" / "val", "--manifest", tiny_data / "manifests" / "val.tsv",
+                   tiny_data / "features" / "val", "--manifest",
+                   tiny_data / "manifests" / "val.tsv",
                    "--output", out, "--device", "cpu", *flags, check=True)
         summary = json.loads((out / "validation_summary.json").read_text())
         bleu[bool(flags)] = summary["bleu"], summary["val_loss"]

@@ -49,7 +49,8 @@ def test_step_log_and_tensorboard_continue_after_a_kill_without_duplicates(tiny_
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8, 10, 12]
-    losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss"] for line in lines]
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses)
     history = json.loads((out / "training_history.json").read_text())
     assert [e.value for e in events.Scalars("val/bleu")] == pytest.approx(

@@ -41,7 +41,7 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime, lo
     sums = torch.tensor(state.partial_loss, device=runtime.device, dtype=torch.float64)
     at_last_step = sums.clone()
     samples, n, start = 0, len(loader), time.time()
-    last_log = (sums.clone(), samples, start)  # where the previous log_step left off
+    last_log = (sums.tolist(), samples, start)  # where the previous log_step left off
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                disable=not runtime.dist.is_main)
     try:
@@ -60,9 +60,10 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime, lo
                     state.batches_done = sampler.start_batch + i + 1
                     at_last_step = sums.clone()
                 if log_step and state.global_step % args.log_every == 0:
+                    now = sums.tolist()
                     log_step(step_record(epoch, state, optimization, grad_norm, last_log,
-                                         sums, samples, runtime))
-                    last_log = (sums.clone(), samples, time.time())
+                                         now, samples, runtime))
+                    last_log = (now, samples, time.time())
             if i % 20 == 0 and runtime.dist.is_main:
                 bar.set_postfix(loss=f"{float(loss):.3f}")
     except KeyboardInterrupt:  # Ctrl-C saves the steps taken; --resume continues after them
@@ -78,8 +79,8 @@ def step_record(epoch, state, optimization, grad_norm, last_log, sums, samples, 
     """One train_log.jsonl line: the mean loss (this process's finite batches) and samples/s
     (all processes) since the previous line, the learning rates and the gradient norm
     before clipping (None when non-finite) of this step."""
-    (loss_sum, finite), (sums_then, samples_then, time_then) = sums.tolist(), last_log
-    loss_sum, finite = loss_sum - sums_then[0].item(), finite - sums_then[1].item()
+    (loss_sum, finite), ((loss_then, finite_then), samples_then, time_then) = sums, last_log
+    loss_sum, finite = loss_sum - loss_then, finite - finite_then
     return {"step": state.global_step, "epoch": epoch,
             "loss": loss_sum / finite if finite else None,
             "learning_rates": learning_rates(optimization.optimizer),
@@ -148,7 +149,8 @@ def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization,
     div = metrics["diversity"]
     return {"epoch": epoch, "step": state.global_step, "train_loss": train_loss,
             "val_loss": metrics["val_loss"], "val_bleu": metrics["val_bleu"],
-            "bleu_signature": metrics["bleu_signature"], "val_chrf": metrics["val_chrf"], "diversity": div["unique_ratio"],
+            "bleu_signature": metrics["bleu_signature"], "val_chrf": metrics["val_chrf"],
+            "diversity": div["unique_ratio"],
             "most_common": div["most_common"], "most_common_pct": div["most_common_pct"],
             "cond_gap": metrics["cond_gap"], "lr": optimization.scheduler.get_last_lr()[-1],
             "learning_rates": learning_rates(optimization.optimizer),

@@ -19,7 +19,6 @@ TENSORBOARD_DIR = "tensorboard"
 TRACKERS = ("none", "tensorboard", "wandb", "trackio")
 WANDB_ID = "wandb_run_id"
 RUN_LOGS = (LOG_NAME, TENSORBOARD_DIR, WANDB_ID, "wandb")  # what a run logs into its directory
-PIP_NAMES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 
 
 def check_trackers(report_to):
@@ -30,7 +29,7 @@ def check_trackers(report_to):
             importlib.import_module("torch.utils.tensorboard" if name == "tensorboard" else name)
         except ImportError:
             raise UserError(f"--report_to {name}: {name} is not installed", "command line",
-                            f"pip install {PIP_NAMES[name]}, or drop it from --report_to") from None
+                            f"pip install {name}, or drop it from --report_to") from None
 
 
 class Tracker:
