@@ -30,7 +30,7 @@ from models.checkpoint import load_model
 from training.args import parse_args
 from training.distributed import open_runtime
 from training.engine import epoch_record, evaluate, report_epoch, train_one_epoch
-from training.optim import build_optimization
+from training.optim import build_optimization, plan_time_budget
 from training.output_dir import OutputDir
 from training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
                             run_config, wrap_for_training)
@@ -73,7 +73,8 @@ def main(argv=None):
                     device, runtime.precision, show=dist.is_main, used_by=args.output_dir)
         train_model = wrap_for_training(model, args, dist, device)  # DDP, torch.compile
         steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
-        optimization = build_optimization(model, args, steps_per_epoch, runtime)
+        optimization = build_optimization(model, args, steps_per_epoch, runtime,
+                                          planned=ckpt and ckpt["state"].get("decay_from"))
         state, history = TrainState(), []
         if ckpt is not None:
             state, history = restore_progress(ckpt, optimization)
@@ -103,7 +104,9 @@ def main(argv=None):
                                       optimization, time.time() - start)
                 history.append(record)
                 tracker.log_epoch(record)
-                improved = state.end_epoch(epoch, record["val_bleu"])
+                improved = state.end_epoch(epoch, record["val_bleu"], record["epoch_time_s"])
+                if args.time_budget and state.planned_epochs is None:
+                    say(plan_time_budget(args, state, optimization, steps_per_epoch))
                 if dist.is_main:
                     save_progress(args, model, tokenizer, state, history, optimization,
                                   improved, config)
@@ -111,6 +114,10 @@ def main(argv=None):
                     report_epoch(record, metrics["diversity"]["collapsed"], history, args, say)
                 if args.patience and state.bad_epochs >= args.patience:
                     say(f"early stopping: no BLEU gain for {args.patience} epochs")
+                    break
+                if state.planned_epochs and epoch >= state.planned_epochs:
+                    say(f"time budget: {state.seconds / 60:.1f} of {args.time_budget:g} min "
+                        f"used in {epoch} epochs")
                     break
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM, anywhere in the loop
             ignore_further_stops()

@@ -57,6 +57,7 @@ FLAG_RANGES = {
     # optimisation
     "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "learning_rate": AT_LEAST_0,
     "encoder_lr_scale": AT_LEAST_0, "warmup_steps": AT_LEAST_0, "weight_decay": AT_LEAST_0,
+    "time_budget": AT_LEAST_0, "contrastive_weight": AT_LEAST_0,
     "label_smoothing": PROBABILITY, "word_dropout": PROBABILITY, "grad_accum_steps": AT_LEAST_1,
     "max_grad_norm": ABOVE_0, "seed": Range(0, 2**32 - 1), "log_every": AT_LEAST_1,
     # evaluation and generation

@@ -135,6 +135,10 @@ def build_parser():
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=30)
     opt.add_argument("--batch_size", type=int, default=16, help="per process")
+    opt.add_argument("--time_budget", type=float, default=0, metavar="MINUTES",
+                     help="train for about this long (data and model setup not counted): "
+                          "the first epoch is timed, the epochs that fit are run (at most "
+                          "--epochs) and the learning rate decays to 0 over them (0 = off)")
     opt.add_argument("--learning_rate", type=float, default=1e-4)
     opt.add_argument("--encoder_lr_scale", type=float, default=0.2,
                      help="encoder LR = learning_rate x this (0.2 = LR/5, the original guide's rate)")
@@ -144,6 +148,10 @@ def build_parser():
     opt.add_argument("--word_dropout", type=float, default=0.0,
                      help="replace decoder input tokens by <unk> with this probability "
                           "(a lever against mode collapse; 0 = off)")
+    opt.add_argument("--contrastive_weight", type=float, default=0.0,
+                     help="add this x a contrastive loss that asks each prefix to pick out its "
+                          "own sentence among the batch's (a lever against mode collapse; "
+                          "the training loss includes it; 0 = off)")
     opt.add_argument("--grad_accum_steps", type=int, default=1)
     opt.add_argument("--max_grad_norm", type=float, default=1.0)
     opt.add_argument("--fused_adamw", action="store_true", help="fused AdamW kernel (CUDA)")

@@ -28,10 +28,14 @@ class TrainState:
     nonfinite_in_a_row: int = 0
     partial_loss: list = field(default_factory=lambda: [0.0, 0.0])  # [loss sum, finite
     # batches] of the epoch in progress, so a resumed epoch reports the loss of all of it
+    seconds: float = 0.0  # training and validation time of the completed epochs
+    planned_epochs: int = None  # --time_budget: the epochs that fit, set after the first
+    decay_from: list = None  # --time_budget: the schedule's [decay_start, total] steps
 
-    def end_epoch(self, epoch, bleu):
+    def end_epoch(self, epoch, bleu, seconds):
         """Record a finished epoch. -> whether its BLEU is the best so far."""
         improved = self.best_bleu is None or bleu > self.best_bleu
+        self.seconds += seconds
         self.epoch, self.batches_done, self.partial_loss = epoch, 0, [0.0, 0.0]
         self.bad_epochs = 0 if improved else self.bad_epochs + 1
         if improved:
