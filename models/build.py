@@ -39,7 +39,7 @@ def build_encoder(sonar_checkpoint, input_dim, d_model=512, num_layers=4, num_he
 def build_model(*, t5, tokenizer, encoder, t5_model, bridge="perceiver",
                 resampler_input="pooled",
                 num_latents=64, num_layers=2, hidden_dim=768, num_heads=8, max_frames=0,
-                normalize_features=False):
+                normalize_features=False, contrastive_dim=0):
     if t5.config.vocab_size < tokenizer.vocab_size:
         raise UserError(f"T5 vocabulary ({t5.config.vocab_size}) is smaller than the "
                         f"tokenizer's ({tokenizer.vocab_size})", t5_model)
@@ -48,5 +48,5 @@ def build_model(*, t5, tokenizer, encoder, t5_model, bridge="perceiver",
         t5=json.loads(t5.config.to_json_string()), t5_model=t5_model, bridge=bridge,
         resampler_input=resampler_input, num_latents=num_latents, num_layers=num_layers,
         hidden_dim=hidden_dim, num_heads=num_heads, max_frames=max_frames,
-        normalize_features=normalize_features)
+        normalize_features=normalize_features, contrastive_dim=contrastive_dim)
     return SonarT5(config, t5=t5, encoder=encoder)

@@ -32,6 +32,7 @@ class SonarT5Config:
     num_heads: int = 8
     max_frames: int = 0  # 0 = keep every frame; else uniform subsampling (data side)
     normalize_features: bool = False
+    contrastive_dim: int = 0  # width of the contrastive heads (--contrastive_weight); 0 = none
 
     @classmethod
     def from_dict(cls, d):
@@ -54,6 +55,29 @@ def build_bridge(config: SonarT5Config, d_model, input_dim):
                               num_layers=config.num_layers, num_heads=config.num_heads)
 
 
+class ContrastiveHeads(nn.Module):
+    """A contrastive loss between each prefix and its own text vs the batch's other texts
+    (InfoNCE both ways, as CLIP): the prefix must say which sentence it is, from the first
+    steps, before the decoder has learned to read it. The text side is the mean of T5's
+    input embeddings of the target tokens (cheap: no extra decoder pass)."""
+
+    TEMPERATURE = 0.1
+
+    def __init__(self, d_model, dim):
+        super().__init__()
+        self.prefix_head = nn.Linear(d_model, dim)
+        self.text_head = nn.Linear(d_model, dim)
+
+    def forward(self, prefix, token_embedding, labels):
+        valid = (labels >= 0).unsqueeze(-1).to(prefix.dtype)
+        text = (token_embedding(labels.clamp(min=0)) * valid).sum(1) / valid.sum(1).clamp(min=1)
+        a = F.normalize(self.prefix_head(prefix.mean(1)).float(), dim=-1)
+        b = F.normalize(self.text_head(text).float(), dim=-1)
+        logits = a @ b.T / self.TEMPERATURE
+        target = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
 class SonarT5(nn.Module):
     def __init__(self, config: SonarT5Config, t5=None, encoder=None):
         """t5 and encoder: modules already built (with their weights); else built from the
@@ -65,6 +89,8 @@ class SonarT5(nn.Module):
         bridge_input = (self.encoder.token_dim if config.resampler_input == "tokens"
                         else self.encoder.config.output_dim)
         self.bridge = build_bridge(config, self.t5.config.d_model, bridge_input)
+        self.contrastive = (ContrastiveHeads(self.t5.config.d_model, config.contrastive_dim)
+                            if config.contrastive_dim else None)
         input_dim = self.encoder.config.input_dim
         # Per-dimension feature statistics from the training set; identity until set.
         self.register_buffer("feature_mean", torch.zeros(input_dim))
@@ -115,10 +141,15 @@ class SonarT5(nn.Module):
 
     # -- the two entries: a training loss, and generation -----------------------------------
     def forward(self, inputs, input_mask, labels, encoded=False, label_smoothing=0.0,
-                word_dropout=0.0):
-        """The training loss of a batch (see prefix() for the inputs)."""
-        return self.decoder_loss(self.prefix(inputs, input_mask, encoded), labels,
-                                 label_smoothing, word_dropout)
+                word_dropout=0.0, contrastive_weight=0.0):
+        """The training loss of a batch (see prefix() for the inputs): the decoder's
+        cross-entropy, plus contrastive_weight x the contrastive loss when the model has
+        the heads (--contrastive_weight)."""
+        prefix = self.prefix(inputs, input_mask, encoded)
+        loss = self.decoder_loss(prefix, labels, label_smoothing, word_dropout)
+        if contrastive_weight and self.contrastive is not None:
+            loss = loss + contrastive_weight * self.contrastive(prefix, self.t5.shared, labels)
+        return loss
 
     @torch.no_grad()
     def generate(self, prefix, **generation_kwargs):
@@ -152,6 +183,8 @@ class SonarT5(nn.Module):
         count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
         counts = {"encoder": count(self.encoder), "bridge": count(self.bridge),
                   "t5_decoder": count(self.t5)}
+        if self.contrastive is not None:
+            counts["contrastive_heads"] = count(self.contrastive)
         counts["total"] = sum(counts.values())
         counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return counts

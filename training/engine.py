@@ -97,7 +97,9 @@ def forward_backward(model, batch, scaler, args, runtime, sync):
     with context, naming_the_batch_if_out_of_memory(batch):
         with autocast(runtime.device, runtime.precision):
             loss = model(labels=labels, label_smoothing=args.label_smoothing,
-                         word_dropout=args.word_dropout, **model_inputs(batch, runtime.device))
+                         word_dropout=args.word_dropout,
+                         contrastive_weight=args.contrastive_weight,
+                         **model_inputs(batch, runtime.device))
         scaler.scale(loss / args.grad_accum_steps).backward()
     return loss.detach()
 

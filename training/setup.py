@@ -49,6 +49,9 @@ def feature_statistics(dataset, num_workers):
     return mean.float(), std.float()
 
 
+CONTRASTIVE_DIM = 128  # --contrastive_weight's heads project prefix and text to this width
+
+
 def build_new_model(args, train_set, dist_info):
     """A fresh SonarT5 + tokenizer. The tokenizer is trained on rank 0 and broadcast."""
     t5, tokenizer = load_t5_and_tokenizer(args.t5_model, train_set.texts, args.vocab_size)
@@ -60,7 +63,8 @@ def build_new_model(args, train_set, dist_info):
                         bridge=args.bridge, resampler_input=args.resampler_input,
                         num_latents=args.num_latents, num_layers=args.num_layers,
                         hidden_dim=args.hidden_dim, num_heads=args.num_heads,
-                        max_frames=args.max_frames, normalize_features=args.normalize_features)
+                        max_frames=args.max_frames, normalize_features=args.normalize_features,
+                        contrastive_dim=CONTRASTIVE_DIM if args.contrastive_weight else 0)
     if args.normalize_features:
         mean, std = broadcast(feature_statistics(train_set, args.num_workers), dist_info)
         model.feature_mean.copy_(mean)
