@@ -199,3 +199,30 @@ def test_hub_t5_without_network_is_a_one_line_error():
     result = run_script("test_perceiver_architecture.py", "--t5_model", "t5-small")
     assert_user_error(result, "cannot load T5 model 't5-small'", "save_pretrained",
                       "scratch-t5-small")
+
+
+def test_contrastive_loss_picks_each_prefix_own_text(tiny_model):
+    from models.sonar_t5 import ContrastiveHeads
+    model, _ = tiny_model
+    torch.manual_seed(0)
+    heads = ContrastiveHeads(d_model=128, dim=16)
+    labels = torch.tensor([[5, 6, 7, 1], [8, 9, 1, -100], [10, 11, 12, 1]])
+    prefix = torch.randn(3, 8, 128)
+    loss = heads(prefix, model.t5.shared, labels)
+    assert loss.item() > 0
+    loss.backward()
+    assert heads.prefix_head.weight.grad.abs().sum() > 0
+    # Heads that map a prefix onto its own text's embedding: near-zero loss; shuffled: high.
+    with torch.no_grad():
+        heads.prefix_head.weight.copy_(torch.eye(16, 128))
+        heads.text_head.weight.copy_(torch.eye(16, 128))
+        heads.prefix_head.bias.zero_(), heads.text_head.bias.zero_()
+        valid = (labels >= 0).unsqueeze(-1).float()
+        text = (model.t5.shared(labels.clamp(min=0)) * valid).sum(1) / valid.sum(1)
+        own = heads(text.unsqueeze(1).expand(3, 8, 128), model.t5.shared, labels)
+        swapped = heads(text[[1, 2, 0]].unsqueeze(1).expand(3, 8, 128), model.t5.shared, labels)
+    assert own < 0.5 < swapped
+    # The model adds it only when it has heads and a weight.
+    x, mask = torch.randn(3, 5, 16), torch.ones(3, 5, dtype=torch.bool)
+    plain = model(x, mask, labels)
+    assert model(x, mask, labels, contrastive_weight=1.0).item() == plain.item()  # no heads

@@ -1,6 +1,7 @@
 """Training flags beyond the defaults: each one does what --help says."""
 import json
 
+import pytest
 import torch
 
 from data.synthetic import make_demo_data
@@ -64,3 +65,51 @@ def test_compile_trains_like_the_eager_model(tiny_data, tmp_path):
     model, _, ckpt = load_model(tmp_path / "compiled" / "last_model.pt")  # plain keys
     assert ckpt["train_args"]["compile"]
     assert not any("_orig_mod" in k for k in model.state_dict())
+
+
+def test_schedule_without_a_budget_is_transformers_linear_schedule():
+    from transformers import get_linear_schedule_with_warmup
+
+    from training.optim import Schedule
+    schedule = Schedule(warmup=10, total=100, decay_start=10)
+    reference = get_linear_schedule_with_warmup(
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 10, 100)
+    expected = [reference.lr_lambdas[0](step) for step in range(120)]
+    assert [schedule.factor(step) for step in range(120)] == pytest.approx(expected)
+
+
+def test_schedule_with_a_budget_holds_the_peak_then_decays_over_the_plan():
+    from training.optim import Schedule, epochs_in_budget
+    schedule = Schedule(warmup=4)  # total unknown until the first epoch is timed
+    assert [schedule.factor(s) for s in (0, 2, 4, 50)] == [0.0, 0.5, 1.0, 1.0]
+    schedule.decay_start, schedule.total = 50, 150
+    assert [schedule.factor(s) for s in (49, 50, 100, 150, 160)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    assert epochs_in_budget(600, 61, 30) == 9
+    assert epochs_in_budget(600, 900, 30) == 1  # at least the epoch already run
+    assert epochs_in_budget(6000, 10, 30) == 30  # --epochs caps it
+
+
+def test_time_budget_runs_the_epochs_that_fit_and_decays_to_zero(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny_data, out, "--epochs", "30", "--time_budget", "0.08")  # 4.8 s
+    records = history(out)
+    _, _, ckpt = load_model(out / "last_model.pt")
+    state = ckpt["state"]
+    planned = state["planned_epochs"]
+    assert f"{planned} epochs of" in result.stdout and "time budget:" in result.stdout
+    assert len(records) == planned < 30
+    assert planned * records[0]["epoch_time_s"] <= 0.08 * 60 or planned == 1
+    assert records[-1]["lr"] == 0.0 and records[0]["lr"] == pytest.approx(1e-3)
+    assert state["decay_from"] == [records[0]["step"], records[-1]["step"]]
+
+
+def test_contrastive_weight_trains_the_heads_and_the_checkpoint_loads(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_data, out, "--epochs", "1", "--contrastive_weight", "0.5")
+    model, _, ckpt = load_model(out / "last_model.pt")
+    assert model.config.contrastive_dim == 128
+    assert model.parameter_counts()["contrastive_heads"] == 2 * (128 * 128 + 128)
+    names = [g["name"] for g in ckpt["optimizer"]["param_groups"]]
+    assert names[-2:] == ["contrastive", "contrastive_no_decay"]
+    first = history(out)[0]
+    assert set(first["learning_rates"]) == {"encoder", "bridge", "t5", "contrastive"}
