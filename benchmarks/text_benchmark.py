@@ -27,17 +27,19 @@ from common.errors import UserError, cli_main
 SETTINGS = {
     # The original guide's setting: an encoder trained from scratch on the frames, its
     # pooled embedding into the Perceiver.
-    "guide_pooled": ["--features", "features_tokens"],
+    "guide_pooled": ["--features", "features_tokens", "--resampler_input", "pooled"],
     "tokens": ["--features", "features_tokens", "--resampler_input", "tokens"],
     # The fine-tuned SONAR embedding -> text case: a 1024-d sentence embedding per sample.
-    "embedding_perceiver": ["--features", "features_embedding", "--identity_encoder"],
+    # (One 1024-d row per sample: the pooled embedding and the "token states" are the same.)
+    "embedding_perceiver": ["--features", "features_embedding", "--identity_encoder",
+                            "--resampler_input", "pooled"],
     "embedding_projection": ["--features", "features_embedding", "--identity_encoder",
-                             "--bridge", "projection"],
+                             "--resampler_input", "pooled", "--bridge", "projection"],
 }
 # What a from-scratch decoder needs within a fixed budget (README, "Learning on real text").
-RECIPE = ["--learning_rate", "1e-3", "--warmup_steps", "200", "--vocab_size", "2000",
-          "--batch_size", "32", "--hidden_dim", "256", "--num_latents", "32",
-          "--num_heads", "4"]
+RECIPE = ["--learning_rate", "1e-3", "--warmup_steps", "200", "--vocab_size", "1000",
+          "--batch_size", "32", "--hidden_dim", "128", "--num_latents", "16",
+          "--num_heads", "4", "--normalize_features"]
 # Held fixed in every run: the decoder, and greedy decoding for speed.
 COMMON = ["--t5_model", "t5-tiny", "--epochs", "100", "--num_workers", "0",
           "--num_beams", "1", "--max_new_tokens", "48", "--device", "cpu"]
