@@ -103,6 +103,8 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=15, help="training time per run")
     p.add_argument("--recipe", action="store_true", help="add RECIPE's flags to every run")
     p.add_argument("--parallel", type=int, default=2, help="trainings at once")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads per training (default: cores / --parallel)")
     p.add_argument("--extra", default="", help="more training flags, e.g. '--word_dropout 0.1' "
                                                "(the run directory's name says them)")
     args = p.parse_args(argv)
@@ -110,7 +112,7 @@ def main(argv=None):
     if not (data / "manifests" / "train.tsv").is_file():
         raise UserError("no benchmark data", str(data),
                         "make it with python -m benchmarks.text_data --output DIR")
-    threads = max(1, (os.cpu_count() or 1) // args.parallel)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
     root = Path(args.output) / ("recipe" if args.recipe else "defaults")
     root.mkdir(parents=True, exist_ok=True)
     extra = args.extra.split()
