@@ -97,7 +97,7 @@ def test_benchmark_commands(tmp_path):
     assert flags["--train_features"] == str(tmp_path / "features_embedding" / "train")
     assert flags["--bridge"] == "projection" and flags["--identity_encoder"] is True
     assert flags["--time_budget"] == "15" and flags["--seed"] == "2"
-    assert flags["--learning_rate"] == "1e-3" and flags["--word_dropout"] == "0.1"
+    assert flags["--config"] == "configs/scratch_decoder.yaml" and flags["--word_dropout"] == "0.1"
     test = text_benchmark.test_command(tmp_path, "tokens", tmp_path / "run", 1)
     flags = flag_values(test)
     assert flags["--features"] == str(tmp_path / "features_tokens" / "test")

@@ -92,14 +92,17 @@ def test_bad_config_files_are_one_line(tmp_path, text, fragment):
     assert fragment.format(path=path) in str(error.value)
 
 
-@pytest.mark.parametrize("name", ["quick_test", "frozen", "unfrozen", "demo"])
+@pytest.mark.parametrize("name", ["quick_test", "frozen", "unfrozen", "demo", "scratch_decoder"])
 def test_shipped_configs_reproduce_the_original_guides_runs(name):
     args = parse_args(["--config", str(ROOT / "configs" / f"{name}.yaml"), *DATA])
     expected = {"quick_test": dict(epochs=2, batch_size=8, freeze_encoder=False),
                 "frozen": dict(epochs=30, batch_size=16, learning_rate=1e-4, freeze_encoder=True),
                 "unfrozen": dict(epochs=30, batch_size=16, learning_rate=1e-4,
                                  encoder_lr_scale=0.2, freeze_encoder=False),
-                "demo": dict(demo=True, epochs=12, t5_model="t5-tiny")}[name]
+                "demo": dict(demo=True, epochs=12, t5_model="t5-tiny"),
+                "scratch_decoder": dict(t5_model="t5-tiny", time_budget=15, learning_rate=1e-3,
+                                        vocab_size=1000, hidden_dim=128, num_latents=16,
+                                        normalize_features=True)}[name]
     assert {k: getattr(args, k) for k in expected} == expected
 
 
