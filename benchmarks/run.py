@@ -78,7 +78,7 @@ def make_args(args, root, *extra):
         "--output_dir", str(root / "out"), "--batch_size", str(args.batch_size),
         "--num_workers", "0", "--epochs", "2", "--t5_model", "scratch-t5-small",
         "--max_new_tokens", str(args.max_new_tokens), "--num_beams", str(args.val_beams),
-        *extra])
+        "--resampler_input", "pooled", *extra])  # as fresh_model() builds it
 
 
 def fresh_model(tokenizer, encoder):

@@ -113,3 +113,12 @@ def test_contrastive_weight_trains_the_heads_and_the_checkpoint_loads(tiny_data,
     assert names[-2:] == ["contrastive", "contrastive_no_decay"]
     first = history(out)[0]
     assert set(first["learning_rates"]) == {"encoder", "bridge", "t5", "contrastive"}
+
+
+def test_the_perceiver_reads_token_states_by_default_the_projection_the_pooled_embedding():
+    from training.args import parse_args
+    data = ["--train_features", "f", "--train_manifest", "m", "--val_features", "f",
+            "--val_manifest", "m", "--output_dir", "o"]
+    assert parse_args(data).resampler_input == "tokens"
+    assert parse_args(data + ["--bridge", "projection"]).resampler_input == "pooled"
+    assert parse_args(data + ["--resampler_input", "pooled"]).resampler_input == "pooled"

@@ -52,6 +52,8 @@ def check_args(args):
         raise UserError("--resume and --overwrite contradict each other", "command line",
                         "pick one")
     check_trackers(args.report_to)
+    if args.resampler_input is None:
+        args.resampler_input = "tokens" if args.bridge == "perceiver" else "pooled"
     if args.no_encoder_cache and not args.freeze_encoder:
         raise UserError("--no_encoder_cache only applies with --freeze_encoder", "command line")
     args.encoder_cache_dir = str(args.encoder_cache_dir or default_cache_dir())
@@ -109,9 +111,11 @@ def build_parser():
                        help="SentencePiece vocabulary trained for a from-scratch T5 preset")
     model.add_argument("--bridge", default="perceiver", choices=BRIDGES,
                        help="Perceiver Resampler, or the original guide's projection baseline")
-    model.add_argument("--resampler_input", default="pooled", choices=RESAMPLER_INPUTS,
-                       help="bridge reads the pooled SONAR embedding or the encoder's token "
-                            "states (a lever against mode collapse)")
+    model.add_argument("--resampler_input", default=None, choices=RESAMPLER_INPUTS,
+                       help="bridge reads the encoder's token states or its pooled SONAR "
+                            "embedding (default: tokens for the Perceiver, which learns more "
+                            "from them; pooled for the projection baseline, as the original "
+                            "guide had it)")
     model.add_argument("--num_latents", type=int, default=64, help="prefix tokens for T5")
     model.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
     model.add_argument("--hidden_dim", type=int, default=768, help="bridge width")

@@ -175,9 +175,11 @@ def report_epoch(record, collapsed, history, args, say):
     first = history[0]["train_loss"]
     falling = None not in (first, r["train_loss"]) and r["train_loss"] < first
     if falling and r["cond_gap"] < COND_GAP_WARNING:
+        levers = "--word_dropout 0.1 or --contrastive_weight 0.5"
+        if args.resampler_input == "pooled":
+            levers = "--resampler_input tokens, " + levers
         say(f"  warning: conditioning gap {r['cond_gap']:.3f} while the training loss falls: "
-            "the decoder is ignoring its input (mode collapse ahead); try --resampler_input "
-            "tokens or --word_dropout 0.1")
+            f"the decoder is ignoring its input (mode collapse ahead); try {levers}")
 
 
 def _num(value):
