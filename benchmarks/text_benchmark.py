@@ -23,6 +23,8 @@ from pathlib import Path
 
 from common.errors import UserError, cli_main
 
+ROOT = Path(__file__).resolve().parents[1]  # the scripts' directory
+
 # The data each setting reads, and how the model meets it (paths under --data).
 SETTINGS = {
     # The original guide's setting: an encoder trained from scratch on the frames, its
@@ -37,7 +39,7 @@ SETTINGS = {
                              "--resampler_input", "pooled", "--bridge", "projection"],
 }
 # What a from-scratch decoder needs within a fixed budget (README, "Learning on real text").
-RECIPE = ["--config", "configs/scratch_decoder.yaml"]
+RECIPE = ["--config", str(ROOT / "configs" / "scratch_decoder.yaml")]
 # Held fixed in every run: the decoder, and greedy decoding for speed. (On the command line,
 # these win over the recipe's file.)
 COMMON = ["--t5_model", "t5-tiny", "--epochs", "100", "--num_workers", "0",
@@ -48,7 +50,7 @@ def train_command(data, setting, run_dir, minutes, seed, threads, recipe, extra)
     flags = list(SETTINGS[setting])
     features = flags.pop(flags.index("--features") + 1)
     flags.remove("--features")
-    return [sys.executable, "train_sonar_with_t5.py", *COMMON, *(RECIPE if recipe else []),
+    return [sys.executable, str(ROOT / "train_sonar_with_t5.py"), *COMMON, *(RECIPE if recipe else []),
             *flags, *extra,
             "--train_features", str(data / features / "train"),
             "--train_manifest", str(data / "manifests" / "train.tsv"),
@@ -61,7 +63,7 @@ def train_command(data, setting, run_dir, minutes, seed, threads, recipe, extra)
 def test_command(data, setting, run_dir, threads):
     flags = SETTINGS[setting]
     features = flags[flags.index("--features") + 1]
-    return [sys.executable, "validate_perceiver_model.py",
+    return [sys.executable, str(ROOT / "validate_perceiver_model.py"),
             "--checkpoint", str(run_dir / "best_model.pt"),
             "--features", str(data / features / "test"),
             "--manifest", str(data / "manifests" / "test.tsv"),
@@ -129,7 +131,8 @@ def main(argv=None):
     failed = run_all(jobs, args.parallel)
     summaries = sorted(str(s.parent) for s in root.glob("*/test/validation_summary.json"))
     if summaries:
-        subprocess.run([sys.executable, "plot_training_curves.py", "--table", *summaries,
+        subprocess.run([sys.executable, str(ROOT / "plot_training_curves.py"), "--table",
+                        *summaries,
                         "--output", str(root / "results")], check=True)
         print((root / "results.md").read_text())
     if failed:

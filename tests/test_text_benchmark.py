@@ -97,8 +97,34 @@ def test_benchmark_commands(tmp_path):
     assert flags["--train_features"] == str(tmp_path / "features_embedding" / "train")
     assert flags["--bridge"] == "projection" and flags["--identity_encoder"] is True
     assert flags["--time_budget"] == "15" and flags["--seed"] == "2"
-    assert flags["--config"] == "configs/scratch_decoder.yaml" and flags["--word_dropout"] == "0.1"
+    assert flags["--config"].endswith("configs/scratch_decoder.yaml") and flags["--word_dropout"] == "0.1"
     test = text_benchmark.test_command(tmp_path, "tokens", tmp_path / "run", 1)
     flags = flag_values(test)
     assert flags["--features"] == str(tmp_path / "features_tokens" / "test")
     assert flags["--checkpoint"] == str(tmp_path / "run" / "best_model.pt")
+
+
+def test_the_benchmark_command_trains_scores_the_test_split_and_makes_the_table(
+        tiny_bert, tmp_path, monkeypatch):
+    nouns = "tool library plugin daemon font game server editor viewer driver".split()
+    more = [f"{a} for {b} and {c} files" for a in nouns for b in nouns[:2] for c in nouns[:1]]
+    monkeypatch.setattr(text_data, "debian_synopses", lambda: SYNOPSES + more)
+    data = tmp_path / "data"
+    text_data.make_text_benchmark(data, {"train": 6, "val": 2, "test": 2}, seed=0)
+    out = tmp_path / "bench"
+    argv = ["--data", str(data), "--output", str(out), "--settings", "embedding_projection",
+            "--seeds", "1", "2", "--minutes", "0.02", "--parallel", "1",
+            "--extra", "--vocab_size 60 --hidden_dim 32 --num_latents 4 --max_new_tokens 8"]
+    text_benchmark.main(argv)
+    runs = sorted(p.name for p in (out / "defaults").iterdir() if p.is_dir())
+    assert runs == ["embedding_projection_vocab_size60_hidden_dim32_num_latents4_max_new_tokens8"
+                    f"_seed{seed}" for seed in (1, 2)]
+    table = (out / "defaults" / "results.md").read_text()
+    row = [line for line in table.splitlines() if "_seed1, " in line]
+    assert len(row) == 1 and "| projection |" in row[0] and "±" in row[0]  # two seeds, one row
+    summary = json.loads((out / "defaults" / runs[0] / "test" / "validation_summary.json")
+                         .read_text())
+    assert summary["num_samples"] == 2
+    # Finished runs are skipped: a second call trains nothing and makes the same table.
+    text_benchmark.main(argv)
+    assert (out / "defaults" / "results.md").read_text() == table
