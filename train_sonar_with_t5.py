@@ -93,8 +93,9 @@ def main(argv=None):
 
         epoch = state.epoch + 1
         try:
-            for epoch in tqdm(range(state.epoch + 1, args.epochs + 1), desc="epochs",
-                              initial=state.epoch, total=args.epochs, disable=not dist.is_main):
+            last = min(args.epochs, state.planned_epochs or args.epochs)  # --time_budget's plan
+            for epoch in tqdm(range(state.epoch + 1, last + 1), desc="epochs",
+                              initial=state.epoch, total=last, disable=not dist.is_main):
                 start = time.time()
                 train_loss, samples_per_s = train_one_epoch(
                     epoch, train_model, train_loader, optimization, state, args, runtime,

@@ -101,6 +101,9 @@ def test_time_budget_runs_the_epochs_that_fit_and_decays_to_zero(tiny_data, tmp_
     assert planned * records[0]["epoch_time_s"] <= 0.08 * 60 or planned == 1
     assert records[-1]["lr"] == 0.0 and records[0]["lr"] == pytest.approx(1e-3)
     assert state["decay_from"] == [records[0]["step"], records[-1]["step"]]
+    # --resume keeps the plan: a finished budget run trains no further epoch.
+    train(tiny_data, out, "--epochs", "30", "--time_budget", "0.08", "--resume")
+    assert history(out) == records
 
 
 def test_contrastive_weight_trains_the_heads_and_the_checkpoint_loads(tiny_data, tmp_path):
