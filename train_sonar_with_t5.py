@@ -28,7 +28,7 @@ from evaluation.encoder_cache import cached_loaders
 from evaluation.generation import GenerationSettings
 from models.checkpoint import load_model
 from training.args import parse_args
-from training.distributed import open_runtime
+from training.distributed import all_reduce_sum, open_runtime
 from training.engine import epoch_record, evaluate, report_epoch, train_one_epoch
 from training.optim import build_optimization, plan_time_budget
 from training.output_dir import OutputDir
@@ -101,8 +101,10 @@ def main(argv=None):
                     epoch, train_model, train_loader, optimization, state, args, runtime,
                     log_step=tracker.log_step)
                 metrics = evaluate(model, val_loader, tokenizer, settings, runtime)
+                # The processes' mean: under torchrun every one plans --time_budget alike.
+                seconds = all_reduce_sum([time.time() - start], dist, device)[0] / dist.world_size
                 record = epoch_record(epoch, train_loss, samples_per_s, metrics, state,
-                                      optimization, time.time() - start)
+                                      optimization, seconds)
                 history.append(record)
                 tracker.log_epoch(record)
                 improved = state.end_epoch(epoch, record["val_bleu"], record["epoch_time_s"])

@@ -123,11 +123,14 @@ def test_two_processes_with_torchrun(tiny_data, sonar_checkpoint, tmp_path, froz
     out, cache = tmp_path / "ddp", tmp_path / "cache"
     # Frozen: one process builds the encoder cache, the other waits; both read its files.
     flags = (["--sonar_checkpoint", sonar_checkpoint, "--freeze_encoder",
-              "--encoder_cache_dir", cache] if frozen else ["--resampler_input", "tokens"])
+              "--encoder_cache_dir", cache] if frozen
+             else ["--resampler_input", "tokens", "--time_budget", "10"])  # plans alike
     result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2",
                         "train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
                         "--epochs", "2", "--output_dir", out, *flags, check=True)
     assert "2 processes" in result.stdout
+    if not frozen:  # one plan (the processes' mean epoch time), one schedule
+        assert "time budget 10 min: 2 epochs of" in result.stdout
     if frozen:  # built once per split, by whichever process took the lock
         assert result.stdout.count("encoder cache: built") == 2, result.stdout
         assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
