@@ -222,7 +222,8 @@ def test_contrastive_loss_picks_each_prefix_own_text(tiny_model):
         own = heads(text.unsqueeze(1).expand(3, 8, 128), model.t5.shared, labels)
         swapped = heads(text[[1, 2, 0]].unsqueeze(1).expand(3, 8, 128), model.t5.shared, labels)
     assert own < 0.5 < swapped
-    # The model adds it only when it has heads and a weight.
+    # The model adds it only when it has heads and a weight (eval: no dropout between calls).
+    model.eval()
     x, mask = torch.randn(3, 5, 16), torch.ones(3, 5, dtype=torch.bool)
     plain = model(x, mask, labels)
     assert model(x, mask, labels, contrastive_weight=1.0).item() == plain.item()  # no heads
