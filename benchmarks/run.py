@@ -111,7 +111,7 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *f
     optimization = build_optimization(model, run_args, len(train_loader), runtime)
     state = TrainState()
     train_one_epoch(1, train_model, train_loader, optimization, state, run_args, runtime)
-    state.end_epoch(1, 0.0)  # warm-up epoch (allocator, caches, torch.compile)
+    state.end_epoch(1, 0.0, 0.0)  # warm-up epoch (allocator, caches, torch.compile)
     sync(device)
     start = time.time()
     train_one_epoch(2, train_model, train_loader, optimization, state, run_args, runtime)
