@@ -46,10 +46,16 @@ COMMON = ["--t5_model", "t5-tiny", "--epochs", "100", "--num_workers", "0",
           "--num_beams", "1", "--max_new_tokens", "48", "--device", "cpu"]
 
 
-def train_command(data, setting, run_dir, minutes, seed, threads, recipe, extra):
+def setting_flags(setting):
+    """-> (the feature directory under --data, the setting's model flags)."""
     flags = list(SETTINGS[setting])
     features = flags.pop(flags.index("--features") + 1)
     flags.remove("--features")
+    return features, flags
+
+
+def train_command(data, setting, run_dir, minutes, seed, threads, recipe, extra):
+    features, flags = setting_flags(setting)
     return [sys.executable, str(ROOT / "train_sonar_with_t5.py"), *COMMON, *(RECIPE if recipe else []),
             *flags, *extra,
             "--train_features", str(data / features / "train"),
@@ -61,8 +67,7 @@ def train_command(data, setting, run_dir, minutes, seed, threads, recipe, extra)
 
 
 def test_command(data, setting, run_dir, threads):
-    flags = SETTINGS[setting]
-    features = flags[flags.index("--features") + 1]
+    features, _ = setting_flags(setting)
     return [sys.executable, str(ROOT / "validate_perceiver_model.py"),
             "--checkpoint", str(run_dir / "best_model.pt"),
             "--features", str(data / features / "test"),
