@@ -102,8 +102,8 @@ def _finish(fig, axes, title, output):
 
 # -- results table ---------------------------------------------------------------------------
 TABLE_COLUMNS = ("run", "bridge", "input", "num_latents", "num_layers", "frozen",
-                 "word_dropout", "parameters", "n", "best_epoch", "BLEU", "chrF", "unique",
-                 "cond_gap")
+                 "word_dropout", "parameters", "decoding", "n", "best_epoch", "BLEU", "chrF",
+                 "unique", "cond_gap")
 METRIC_DECIMALS = {"BLEU": 2, "chrF": 1, "unique": 2, "cond_gap": 3}
 # Flags that do not change what a run learns: runs that differ only in these are repeats of
 # one experiment, and then a seed group if their seeds differ.
@@ -151,18 +151,31 @@ def history_groups(run_dirs):
             [load_history(d) for d, _ in g] for g in groups}
 
 
+def decoding(generation):
+    """generate()'s settings in a few words: "greedy", "beam 4", "beam 4, lp 2.0"."""
+    words = ["greedy" if generation["num_beams"] == 1 else f"beam {generation['num_beams']}"]
+    for key, short, neutral in (("no_repeat_ngram_size", "no-repeat", 0),
+                                ("repetition_penalty", "rp", 1.0), ("length_penalty", "lp", 1.0)):
+        if generation.get(key, neutral) != neutral:
+            words.append(f"{short} {generation[key]}")
+    return ", ".join(words)
+
+
 def table_row(path):
-    """A run directory (best epoch of its history) or a validation_summary.json."""
+    """A run directory (best epoch of its history) or a validation_summary.json. The same
+    checkpoint scored with other generate() settings is another experiment."""
     path = Path(path)
     if path.is_file() or (path / "validation_summary.json").is_file():
         summary_path = path if path.is_file() else path / "validation_summary.json"
         summary = read_json(summary_path)
         run_dir = Path(summary["checkpoint"]).parent
+        generation = summary["generation"]
         scores = {"best_epoch": summary.get("epoch"), "BLEU": summary["bleu"],
                   "chrF": summary["chrf"], "unique": summary["diversity"]["unique_ratio"],
                   "cond_gap": summary.get("cond_gap")}
     else:
         run_dir = path
+        generation = None  # the settings its validation used during training
         history = load_history(run_dir)
         best = max(history, key=lambda r: r["val_bleu"])
         scores = {"best_epoch": best["epoch"], "BLEU": best["val_bleu"],
@@ -170,13 +183,17 @@ def table_row(path):
                   "cond_gap": best.get("cond_gap")}
     config = read_json(run_dir / "config.json")
     m, a = config["model_config"], config["args"]
-    return {"experiment": experiment_key(config), "seed": a.get("seed"), "run": run_dir.name,
+    if generation is None:
+        generation = config.get("generation") or {"num_beams": a.get("num_beams") or 4}
+    experiment = json.dumps([experiment_key(config), generation], sort_keys=True)
+    return {"experiment": experiment, "seed": a.get("seed"), "run": run_dir.name,
             "bridge": m["bridge"], "input": m["resampler_input"],
             "num_latents": m["num_latents"],
             "num_layers": m["num_layers"] if m["bridge"] == "perceiver" else 1,
             "frozen": "yes" if a["freeze_encoder"] else "no",
             "word_dropout": a.get("word_dropout", 0.0),
-            "parameters": f"{config['parameters']['total'] / 1e6:.1f}M", **scores}
+            "parameters": f"{config['parameters']['total'] / 1e6:.1f}M",
+            "decoding": decoding(generation), **scores}
 
 
 def results_table(paths):

@@ -115,7 +115,25 @@ def test_compare_and_results_table(tiny_run, projection_run, tmp_path):
         assert rule in latex
     assert "tiny\\_perceiver" in latex and "num\\_latents" in latex
     body = latex.split("\\midrule")[1].split("\\bottomrule")[0]
-    assert all(row.count("&") == 13 for row in body.strip().split("\\\\") if row.strip())
+    assert all(row.count("&") == 14 for row in body.strip().split("\\\\") if row.strip())
+
+
+def test_one_checkpoint_scored_two_ways_is_two_table_rows(tiny_run, tiny_data, tmp_path):
+    run, _ = tiny_run
+    validate(run, tiny_data, tmp_path / "greedy", "--num_beams", "1", "--num_samples", "0")
+    validate(run, tiny_data, tmp_path / "beam", "--num_beams", "3", "--length_penalty", "2",
+             "--num_samples", "0")
+    run_script("plot_training_curves.py", "--table", tmp_path / "greedy", tmp_path / "beam",
+               "--output", tmp_path / "results", check=True)
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+            for line in lines[2:]]
+    assert [(r["decoding"], r["n"]) for r in rows] == [("greedy", "1"), ("beam 3, lp 2.0", "1")]
+    for row, name in zip(rows, ("greedy", "beam")):
+        summary = json.loads((tmp_path / name / "validation_summary.json").read_text())
+        assert float(row["BLEU"]) == pytest.approx(summary["bleu"], abs=0.005)
+        assert float(row["chrF"]) == pytest.approx(summary["chrf"], abs=0.05)
 
 
 @pytest.fixture(scope="module")
