@@ -102,6 +102,7 @@ def test_benchmark_commands(tmp_path):
     flags = flag_values(test)
     assert flags["--features"] == str(tmp_path / "features_tokens" / "test")
     assert flags["--checkpoint"] == str(tmp_path / "run" / "best_model.pt")
+    assert flags["--num_beams"] == "4"  # the test split is scored as validation's default does
 
 
 def test_the_benchmark_command_trains_scores_the_test_split_and_makes_the_table(
@@ -124,7 +125,7 @@ def test_the_benchmark_command_trains_scores_the_test_split_and_makes_the_table(
     assert len(row) == 1 and "| projection |" in row[0] and "±" in row[0]  # two seeds, one row
     summary = json.loads((out / "defaults" / runs[0] / "test" / "validation_summary.json")
                          .read_text())
-    assert summary["num_samples"] == 2
+    assert summary["num_samples"] == 2 and summary["generation"]["num_beams"] == 4
     # Finished runs are skipped: a second call trains nothing and makes the same table.
     text_benchmark.main(argv)
     assert (out / "defaults" / "results.md").read_text() == table
