@@ -169,6 +169,11 @@ def table_row(path):
         summary_path = path if path.is_file() else path / "validation_summary.json"
         summary = read_json(summary_path)
         run_dir = Path(summary["checkpoint"]).parent
+        if not (run_dir / "config.json").is_file():
+            raise UserError(f"the checkpoint this summary scored has no run directory here "
+                            f"({run_dir / 'config.json'} not found)", str(summary_path),
+                            "validate the run again (summaries record the checkpoint's full "
+                            "path) or run the table tool where validation ran")
         generation = summary["generation"]
         scores = {"best_epoch": summary.get("epoch"), "BLEU": summary["bleu"],
                   "chrF": summary["chrf"], "unique": summary["diversity"]["unique_ratio"],

@@ -1,4 +1,5 @@
 """validate_perceiver_model.py's work: translate a data set with a checkpoint and report."""
+import os
 import time
 from pathlib import Path
 
@@ -50,8 +51,9 @@ def validate_checkpoint(model, tokenizer, ckpt, dataset, args, device, precision
         "val_loss": result["val_loss"], "cond_gap": result["cond_gap"],
         "generation": vars(settings), "max_frames": dataset.max_frames,
         "samples_per_s": len(dataset) / elapsed,
-        "checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
-        "features": str(args.features), "manifest": str(args.manifest),
+        # Absolute: the table tool finds the run's config.json from any directory.
+        "checkpoint": os.path.abspath(args.checkpoint), "epoch": ckpt.get("epoch"),
+        "features": os.path.abspath(args.features), "manifest": os.path.abspath(args.manifest),
         "encoder_cache": cache_info,
     }
     return summary, ids, references, hypotheses

@@ -1,11 +1,13 @@
 """validate_perceiver_model.py, plot_training_curves.py and the results table."""
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sacrebleu
 
-from .conftest import TINY_MODEL, assert_user_error, data_args, run_script
+from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script
 
 SUMMARY_KEYS = {"bleu", "bleu_signature", "chrf", "num_samples", "diversity", "lengths",
                 "verdict", "generation", "samples_per_s", "cond_gap"}
@@ -120,7 +122,9 @@ def test_compare_and_results_table(tiny_run, projection_run, tmp_path):
 
 def test_one_checkpoint_scored_two_ways_is_two_table_rows(tiny_run, tiny_data, tmp_path):
     run, _ = tiny_run
-    validate(run, tiny_data, tmp_path / "greedy", "--num_beams", "1", "--num_samples", "0")
+    # A relative checkpoint path (the scripts run in the repository root) is stored absolute.
+    relative = Path(os.path.relpath(run, ROOT))
+    validate(relative, tiny_data, tmp_path / "greedy", "--num_beams", "1", "--num_samples", "0")
     validate(run, tiny_data, tmp_path / "beam", "--num_beams", "3", "--length_penalty", "2",
              "--num_samples", "0")
     run_script("plot_training_curves.py", "--table", tmp_path / "greedy", tmp_path / "beam",
@@ -134,6 +138,15 @@ def test_one_checkpoint_scored_two_ways_is_two_table_rows(tiny_run, tiny_data, t
         summary = json.loads((tmp_path / name / "validation_summary.json").read_text())
         assert float(row["BLEU"]) == pytest.approx(summary["bleu"], abs=0.005)
         assert float(row["chrF"]) == pytest.approx(summary["chrf"], abs=0.05)
+        assert summary["checkpoint"] == str(run / "best_model.pt")
+    # A summary whose run directory is gone: one line naming the summary.
+    summary = json.loads((tmp_path / "beam" / "validation_summary.json").read_text())
+    summary["checkpoint"] = str(tmp_path / "moved" / "best_model.pt")
+    (tmp_path / "beam" / "validation_summary.json").write_text(json.dumps(summary))
+    result = run_script("plot_training_curves.py", "--table", tmp_path / "beam", "--output",
+                        tmp_path / "results")
+    assert_user_error(result, "has no run directory here",
+                      str(tmp_path / "beam" / "validation_summary.json"))
 
 
 @pytest.fixture(scope="module")
