@@ -15,6 +15,7 @@ from common.errors import UserError
 # IndexError in transformers' cache_utils.
 T5_PRESETS = {
     "t5-tiny": dict(d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=2),
+    "scratch-t5-mini": dict(d_model=256, d_ff=1024, d_kv=32, num_heads=8, num_layers=4),
     "scratch-t5-small": dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6),
     "scratch-t5-base": dict(d_model=768, d_ff=3072, d_kv=64, num_heads=12, num_layers=12),
 }
