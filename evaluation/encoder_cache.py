@@ -10,12 +10,21 @@ change gives another key, so a stale cache is never read: it is built anew, neve
 Layout, one directory per key (`python -m evaluation.encoder_cache list` shows them):
     CACHE_DIR/KEY/states.bin   every sample's states, one flat array of rows of width dim:
                                float16 for token states, float32 for pooled embeddings
-    CACHE_DIR/KEY/index.npy    per sample: its first row and its row count
+    CACHE_DIR/KEY/index.npy    per sample: its first row, its row count and the CRC-32 of its
+                               bytes in states.bin
     CACHE_DIR/KEY/meta.json    the key's parts in words, sizes, when and how long it took
     CACHE_DIR/KEY/used_by.txt  the runs that read it, a line each
+    CACHE_DIR/KEY/.sonar_t5_cache  the marker that this toolkit made the directory
     CACHE_DIR/KEY.lock         held while one process builds KEY; others wait for it
 A build writes to CACHE_DIR/.building-KEY-HOST-PID and renames it to KEY when complete, so a
 killed build leaves nothing that looks like a cache; the next build of KEY removes its remains.
+
+What a cache serves is verified, never trusted: on reuse meta.json must hold every field of
+its schema and agree with the key's parts, the dtype and width the model needs, and the file
+sizes; every sample's bytes are checked against their CRC-32 as they are read (about 5 GB/s,
+a few milliseconds a batch). A damaged cache is a one-line error naming it and the command
+that removes it. `clear` removes only directories this toolkit made (its marker, or a
+meta.json it can parse naming the directory) and leaves anything else where it is.
 
 Reading takes each sample's rows from the file when a batch needs them (os.pread), so no
 process holds the states in RAM: the operating system's page cache keeps what fits, once for
@@ -29,29 +38,40 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from common.errors import UserError, cli_main
 from common.files import write_json
 from common.precision import autocast
 from data.dataset import make_loader, model_inputs
+from data.loader import SignalSafeDataLoader
 
 from .generation import naming_the_batch_if_out_of_memory
 
-FORMAT = 1  # bump when the layout or what a key covers changes
+FORMAT = 2  # bump when the layout or what a key covers changes (2: per-sample CRC-32)
 CACHE_DIR_ENV = "SONAR_T5_CACHE_DIR"
 CLEAR_HINT = "python -m evaluation.encoder_cache clear"
 BUILDING = ".building-"
+MARKER = ".sonar_t5_cache"  # in every directory a build makes: clear may remove it
+KEY_PATTERN = re.compile(r"[0-9a-f]{24}")
+# meta.json's schema: every field reuse checks, and its type
+META_FIELDS = {"format": int, "key": str, "dim": int, "dtype": str, "rows": int, "bytes": int,
+               "samples": int, "states": str, "encoder_kind": (str, type(None)),
+               "weights_sha256": str, "samples_sha256": str, "precision": str,
+               "max_frames": int, "feature_dim": int}
+STATE_DTYPES = {"tokens": np.float16, "pooled": np.float32}  # what each input is stored as
 
 
 def default_cache_dir():
@@ -125,7 +145,7 @@ def cached_loaders(model, loaders, cache_dir, device, precision, *, show=True, u
                 reused = entry.is_dir()  # another process built it while this one waited
                 if not reused:
                     build(model, loader, root, key, parts, device, precision, show)
-        states = CachedStates(entry, dataset)
+        states = CachedStates(entry, dataset, expected_meta(model, key, parts))
         infos[name] = {"key": key, "path": str(entry), "reused": reused,
                        "seconds": round(time.time() - start, 3), "bytes": states.nbytes}
         if reused and show:
@@ -134,10 +154,10 @@ def cached_loaders(model, loaders, cache_dir, device, precision, *, show=True, u
                        f"{time.time() - start:.1f} s)")
         if used_by and show:
             note_use(entry, used_by)
-        served.append(DataLoader(states, batch_sampler=loader.batch_sampler,
-                                 collate_fn=loader.collate_fn, num_workers=loader.num_workers,
-                                 pin_memory=device.type == "cuda",
-                                 persistent_workers=loader.num_workers > 0))
+        served.append(SignalSafeDataLoader(
+            states, batch_sampler=loader.batch_sampler, collate_fn=loader.collate_fn,
+            num_workers=loader.num_workers, pin_memory=device.type == "cuda",
+            persistent_workers=loader.num_workers > 0))
         start = time.time()
     return served, infos
 
@@ -164,31 +184,41 @@ def key_lock(root, key, show):
         os.close(fd)  # releases the lock
 
 
+def expected_meta(model, key, parts):
+    """What meta.json of the cache `key` must say for this model: the key's parts, and the
+    width and dtype its states are stored with."""
+    tokens = parts["states"] == "tokens"
+    dim = model.encoder.token_dim if tokens else model.encoder.config.output_dim
+    return {**parts, "key": key, "dim": dim,
+            "dtype": np.dtype(STATE_DTYPES[parts["states"]]).name}
+
+
 def build(model, loader, root, key, parts, device, precision, show):
     """Encode every sample into root/.building-KEY-HOST-PID, then rename it to root/KEY."""
     dataset = loader.dataset
     for leftover in root.glob(f"{BUILDING}{key}-*"):  # a killed build's (we hold the lock)
         shutil.rmtree(leftover, ignore_errors=True)
-    tokens = parts["states"] == "tokens"
-    dim = model.encoder.token_dim if tokens else model.encoder.config.output_dim
-    dtype = np.float16 if tokens else np.float32
-    rows = sum(dataset.lengths) if tokens else len(dataset)
-    check_free_space(root, rows * dim * np.dtype(dtype).itemsize)
+    expected = expected_meta(model, key, parts)
+    dim, dtype = expected["dim"], np.dtype(expected["dtype"])
+    rows = sum(dataset.lengths) if parts["states"] == "tokens" else len(dataset)
+    check_free_space(root, rows * dim * dtype.itemsize)
     tmp = root / f"{BUILDING}{key}-{socket.gethostname()}-{os.getpid()}"
     start = time.time()
     try:
         tmp.mkdir()
-        index = np.full((len(dataset), 2), -1, dtype=np.int64)  # first row, row count
+        (tmp / MARKER).write_text(f"{key}\n")
+        index = np.full((len(dataset), 3), -1, dtype=np.int64)  # first row, row count, CRC-32
         written = 0
         with open(tmp / "states.bin", "wb") as f:
             for i, states in encode_all(model, loader, device, precision, show):
                 array = states.numpy().astype(dtype)
                 if not np.isfinite(array).all():
                     raise UserError(f"the encoder's states for sample {dataset.rows[i].id} are "
-                                    f"not finite as {np.dtype(dtype).name}", str(dataset.manifest),
+                                    f"not finite as {dtype.name}", str(dataset.manifest),
                                     "train with --no_encoder_cache")
-                f.write(array.tobytes())
-                index[i] = written, len(array)
+                raw = array.tobytes()
+                f.write(raw)
+                index[i] = written, len(array), zlib.crc32(raw)
                 written += len(array)
             f.flush()
             os.fsync(f.fileno())
@@ -196,8 +226,7 @@ def build(model, loader, root, key, parts, device, precision, show):
         np.save(tmp / "index.npy", index)
         seconds = time.time() - start
         write_json(tmp / "meta.json", {
-            **parts, "key": key, "dim": dim, "dtype": np.dtype(dtype).name, "rows": written,
-            "bytes": written * dim * np.dtype(dtype).itemsize,
+            **expected, "rows": written, "bytes": written * dim * dtype.itemsize,
             "manifest": str(Path(dataset.manifest).resolve()),
             "features": str(Path(dataset.features_dir).resolve()),
             "built": now(), "build_seconds": round(seconds, 3),
@@ -215,7 +244,7 @@ def build(model, loader, root, key, parts, device, precision, show):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     tqdm.write(f"encoder cache: built {root / key} ({len(dataset)} samples of "
-               f"{dataset.manifest}, {size_text(written * dim * np.dtype(dtype).itemsize)}, "
+               f"{dataset.manifest}, {size_text(written * dim * dtype.itemsize)}, "
                f"{seconds:.1f} s)")
 
 
@@ -259,25 +288,57 @@ def encode_all(model, loader, device, precision, show_progress=True):
         model.train(was_training)
 
 
+class DamagedCache(UserError):
+    def __init__(self, what, entry):
+        super().__init__(f"damaged encoder cache: {what}", str(entry),
+                         f"remove it ({CLEAR_HINT} {Path(entry).name}) and run again: it is "
+                         "rebuilt")
+
+
+def read_meta(entry, expected):
+    """meta.json of a cache, checked against its schema and `expected` (expected_meta())."""
+    try:
+        meta = json.loads((Path(entry) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DamagedCache(f"meta.json is unreadable ({type(error).__name__})", entry) from None
+    if not isinstance(meta, dict):
+        raise DamagedCache("meta.json is not a JSON object", entry)
+    for name, kind in META_FIELDS.items():
+        if name not in meta:
+            raise DamagedCache(f"meta.json has no '{name}'", entry)
+        if not isinstance(meta[name], kind) or isinstance(meta[name], bool):
+            raise DamagedCache(f"meta.json's '{name}' is {meta[name]!r}", entry)
+    for name, value in expected.items():
+        if meta[name] != value:
+            raise DamagedCache(f"meta.json says {name} {meta[name]!r}, this cache must hold "
+                               f"{value!r}", entry)
+    return meta
+
+
 class CachedStates(Dataset):
     """Items like FeatureDataset's, the inputs being its samples' encoder states, read from
-    the cache file when asked for."""
+    the cache file when asked for, each checked against its CRC-32."""
 
-    def __init__(self, entry, source):
+    def __init__(self, entry, source, expected):
+        """expected: what meta.json must say (expected_meta())."""
         self.entry, self.source = Path(entry), source
+        meta = read_meta(self.entry, expected)
         try:
-            meta = json.loads((self.entry / "meta.json").read_text())
             self.index = np.load(self.entry / "index.npy", allow_pickle=False)
             size = os.path.getsize(self.entry / "states.bin")
         except (OSError, ValueError) as error:
-            raise UserError(f"unreadable encoder cache ({error})", str(self.entry),
-                            f"remove it: {CLEAR_HINT} {self.entry.name}") from None
+            raise DamagedCache(f"unreadable ({type(error).__name__}: {error})", entry) from None
         self.dtype, self.dim = np.dtype(meta["dtype"]), meta["dim"]
-        self.nbytes = int(self.index[:, 1].sum()) * self.dim * self.dtype.itemsize
-        if size != self.nbytes or len(self.index) != len(source):
-            raise UserError(f"encoder cache holds {size} bytes for {len(self.index)} samples, "
-                            f"expected {self.nbytes} for {len(source)}", str(self.entry),
-                            f"remove it: {CLEAR_HINT} {self.entry.name}")
+        if (self.index.dtype != np.int64 or self.index.shape != (len(source), 3)
+                or (self.index[:, :2] < 0).any()):
+            raise DamagedCache(f"index.npy holds {self.index.dtype} {self.index.shape}, "
+                               f"expected int64 ({len(source)}, 3)", entry)
+        rows = int(self.index[:, 1].sum())
+        self.nbytes = rows * self.dim * self.dtype.itemsize
+        ends = self.index[:, 0] + self.index[:, 1]
+        if size != self.nbytes or rows != meta["rows"] or ends.max(initial=0) > rows:
+            raise DamagedCache(f"states.bin holds {size} bytes, the index and meta.json "
+                               f"describe {self.nbytes}", entry)
         self.lengths = source.lengths
         self._fd, self._pid = None, None
 
@@ -294,11 +355,14 @@ class CachedStates(Dataset):
         return self._fd
 
     def __getitem__(self, index):
-        first, count = (int(v) for v in self.index[index])
+        first, count, crc = (int(v) for v in self.index[index])
         row_bytes = self.dim * self.dtype.itemsize
         raw = os.pread(self._file(), count * row_bytes, first * row_bytes)
-        states = np.frombuffer(raw, self.dtype).reshape(count, self.dim).astype(np.float32)
         row = self.source.rows[index]
+        if len(raw) != count * row_bytes or zlib.crc32(raw) != crc:
+            raise DamagedCache(f"the states of sample {row.id} do not match the checksum "
+                               "recorded when the cache was built", self.entry)
+        states = np.frombuffer(raw, self.dtype).reshape(count, self.dim).astype(np.float32)
         return {"index": index, "id": row.id, "text": row.text,
                 "inputs": torch.from_numpy(states), "encoded": True}
 
@@ -325,31 +389,54 @@ def now():
 
 # -- see and clear: python -m evaluation.encoder_cache list|clear ---------------------------
 def entries(root):
-    """-> [(name, meta or None for an unfinished build, bytes on disk, runs that used it)]."""
-    found = []
+    """-> ([(name, meta or None for an unfinished build, bytes on disk, runs that used it)],
+    [names of the other things in root]): the caches are the directories this toolkit made."""
+    found, foreign = [], []
     for path in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
-        if not path.is_dir():
+        if path.is_file() and path.suffix == ".lock" and KEY_PATTERN.fullmatch(path.stem):
+            continue  # a build lock (an empty file that a waiting build may hold open)
+        meta = made_here(path)
+        if meta is False:
+            foreign.append(path.name)
             continue
         size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        meta, runs = None, []
-        if not path.name.startswith(BUILDING):
-            try:
-                meta = json.loads((path / "meta.json").read_text())
-            except (OSError, ValueError):
-                meta = {}
-            used = path / "used_by.txt"
-            runs = used.read_text().splitlines() if used.is_file() else []
+        used = path / "used_by.txt"
+        runs = used.read_text().splitlines() if meta is not None and used.is_file() else []
         found.append((path.name, meta, size, runs))
-    return found
+    return found, foreign
+
+
+def made_here(path):
+    """-> False unless `path` is a directory a build made: then its meta ({} when damaged),
+    or None for an unfinished build. The proof is the marker a build writes first, or (a
+    cache of an older version) a meta.json that parses and names the directory's key."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    building = path.name.startswith(BUILDING)
+    key = path.name[len(BUILDING):].split("-")[0] if building else path.name
+    if not KEY_PATTERN.fullmatch(key):
+        return False
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        meta = None
+    if meta is None and not (path / MARKER).is_file():
+        return False
+    return None if building else (meta or {})
 
 
 def list_caches(root):
-    found = entries(root)
+    found, foreign = entries(root)
     print(f"{root}: {len(found)} cache{'s' * (len(found) != 1)}, "
           f"{size_text(sum(size for _, _, size, _ in found))}")
     for name, meta, size, runs in found:
         if meta is None:
             print(f"  {name}  {size_text(size)}  unfinished build (killed?), or one running")
+            continue
+        if not meta:
+            print(f"  {name}  {size_text(size)}  damaged (meta.json unreadable): clear it")
             continue
         last = runs[-1].split("\t") if runs else None
         print(f"  {name}  {size_text(size)}  {meta.get('samples')} samples, "
@@ -360,18 +447,26 @@ def list_caches(root):
               f"      built {meta.get('built')} in {meta.get('build_seconds')} s; "
               + (f"used by {len(runs)} run(s), last {last[0]} {last[1]}" if last
                  else "no run noted"))
+    if foreign:
+        print(f"also here, not caches (never cleared): {', '.join(foreign)}")
 
 
 def clear_caches(root, names):
     """Remove the named caches (all with names == []), each under its build lock so a build
-    in progress is left alone. A run reading a removed cache keeps its open file."""
-    found = {name for name, *_ in entries(root)}
-    unknown = [n for n in names if n not in found]
-    if unknown:
-        raise UserError(f"no cache named {unknown[0]}", str(root),
-                        "see the names with: python -m evaluation.encoder_cache list")
+    in progress is left alone. A run reading a removed cache keeps its open file. Only
+    directories this toolkit made are removed; whatever else is in root stays."""
+    found, foreign = entries(root)
+    caches = {name for name, *_ in found}
+    for name in names:
+        if name in foreign:
+            raise UserError(f"{name} is not a cache this toolkit made (no marker, no meta.json "
+                            "naming it); nothing was removed", str(Path(root) / name),
+                            "remove it yourself if you meant to")
+        if name not in caches:
+            raise UserError(f"no cache named {name}", str(root),
+                            "see the names with: python -m evaluation.encoder_cache list")
     freed = 0
-    for name in names or sorted(found):
+    for name in names or sorted(caches):
         key = name[len(BUILDING):].split("-")[0] if name.startswith(BUILDING) else name
         fd = os.open(Path(root) / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -388,6 +483,8 @@ def clear_caches(root, names):
         finally:
             os.close(fd)
     print(f"freed {size_text(freed)} in {root}")
+    if foreign and not names:
+        print(f"left alone, not caches this toolkit made: {', '.join(foreign)}")
 
 
 @cli_main
