@@ -28,7 +28,7 @@ from evaluation.encoder_cache import cached_loaders
 from evaluation.generation import GenerationSettings
 from models.checkpoint import load_model
 from training.args import parse_args
-from training.distributed import all_reduce_sum, open_runtime
+from training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
 from training.engine import epoch_record, evaluate, report_epoch, train_one_epoch
 from training.optim import build_optimization, plan_time_budget
 from training.output_dir import OutputDir
@@ -77,7 +77,7 @@ def main(argv=None):
                                           planned=ckpt and ckpt["state"].get("decay_from"))
         state, history = TrainState(), []
         if ckpt is not None:
-            state, history = restore_progress(ckpt, optimization)
+            state, history = restore_progress(ckpt, optimization, dist.rank)
         settings = GenerationSettings.from_args(args)  # per-epoch validation's generate()
         config = run_config(args, model, settings, train_set, val_set, runtime,
                             encoder_cache)
@@ -92,6 +92,7 @@ def main(argv=None):
                           enabled=dist.is_main)
 
         epoch = state.epoch + 1
+        runtime.agree_on_stops()  # under torchrun all processes stop at one step together
         try:
             last = min(args.epochs, state.planned_epochs or args.epochs)  # --time_budget's plan
             for epoch in tqdm(range(state.epoch + 1, last + 1), desc="epochs",
@@ -115,6 +116,7 @@ def main(argv=None):
                                   improved, config)
                     out_dir.checkpoint_written()  # --overwrite: the earlier run goes now
                     report_epoch(record, metrics["diversity"]["collapsed"], history, args, say)
+                runtime.stop_if_any_asked()  # a stop noted during validation, under torchrun
                 if args.patience and state.bad_epochs >= args.patience:
                     say(f"early stopping: no BLEU gain for {args.patience} epochs")
                     break
@@ -124,12 +126,15 @@ def main(argv=None):
                     break
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM, anywhere in the loop
             ignore_further_stops()
+            # every process's share of the epoch's loss (under torchrun they stop together)
+            state.partial_loss_by_rank = gather_lists(state.partial_loss, dist)
             if out_dir.replacing:  # nothing of the new run is worth the earlier run: put it back
                 raise
             if dist.is_main:  # save where training stands, mid-epoch too
                 save_progress(args, model, tokenizer, state, history, optimization, False,
                               config)
-            exit_interrupted(args, epoch, state, stop)
+            barrier(dist)  # the others exit once it is saved (torchrun ends them then)
+            exit_interrupted(args, epoch, state, stop, show=dist.is_main)
         finally:
             tracker.close()
         # DDP holds the process group: free it before open_runtime destroys the group, or a

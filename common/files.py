@@ -17,7 +17,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what schedulers se
 @contextmanager
 def stops_deferred():
     """Ctrl-C or SIGTERM inside the block takes effect when it ends, so a write is never cut
-    short (torch.save interrupted half-way raises its own error instead)."""
+    short (torch.save interrupted half-way raises its own error instead): it then goes to the
+    handler the block found (which raises, or under torchrun notes it for the processes to
+    agree on)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -31,7 +33,11 @@ def stops_deferred():
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
     if received:
-        raise Terminated if received[0] == signal.SIGTERM else KeyboardInterrupt
+        handler = previous.get(received[0])
+        if callable(handler):
+            handler(received[0], None)
+        else:  # the default action, as an exception that the callers handle
+            raise Terminated if received[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 def _default_permissions():
@@ -58,21 +64,41 @@ def atomic_write(path, write_fn, binary=True):
 
 def _atomic_write(path, write_fn, binary):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    writes = None
     try:
         os.fchmod(fd, FILE_PERMISSIONS)
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
-            write_fn(f)
+            writes = _KeepingWriteErrors(f)
+            write_fn(writes)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as error:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write {path.name}: {error.strerror or error}", str(path),
-                        "free disk space or choose another --output_dir; the previous file "
-                        "is unchanged") from error
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        # torch's zip writer reports a failed write (a full disk) as "unexpected pos"
+        failed = error if isinstance(error, OSError) else writes and writes.error
+        if not failed:
+            raise
+        raise UserError(f"could not write {path.name}: {failed.strerror or failed}", str(path),
+                        "free disk space, or write to another place; the previous file is "
+                        "unchanged") from error
+
+
+class _KeepingWriteErrors:
+    """A file whose write errors are kept, for writers that replace them with their own."""
+
+    def __init__(self, file):
+        self._file, self.error = file, None
+
+    def write(self, data):
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
 
 
 def write_json(path, obj):

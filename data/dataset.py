@@ -13,12 +13,13 @@ import warnings
 from collections import Counter
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from common.errors import UserError
 
 from .features import feature_shape, find_feature_file, load_features, subsample
+from .loader import SignalSafeDataLoader
 
 DIM_SAMPLE = 32  # files whose dimension decides the data set's, so one odd file is named
 from .manifest import read_manifest
@@ -173,9 +174,9 @@ def make_loader(dataset, collate, batch_size, *, shuffle, seed=0, num_workers=0,
                 num_replicas=1, rank=0, pin_memory=False):
     sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=shuffle,
                                         seed=seed, num_replicas=num_replicas, rank=rank)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                      num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+    return SignalSafeDataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                num_workers=num_workers, pin_memory=pin_memory,
+                                persistent_workers=num_workers > 0)
 
 
 def model_inputs(batch, device):

@@ -1,14 +1,16 @@
 """Where a run runs: the device, its precision, and several processes under torchrun (one
 writes files, metrics are gathered from all)."""
 import os
+import signal
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from common.device import resolve_device
+from common.errors import Terminated
 from common.precision import resolve_precision
 
 
@@ -32,11 +34,33 @@ class Runtime:
     device: torch.device
     precision: str  # fp32, bf16 or fp16
     dist: Dist
+    stops_noted: list = field(default_factory=list)  # signals awaiting agreement (torchrun)
 
     def say(self, message):
         """Print once (on the first process), between progress bars."""
         if self.dist.is_main:
             tqdm.write(message)
+
+    def agree_on_stops(self):
+        """Under torchrun, from here on: a stop signal (Ctrl-C, SIGTERM) is noted, and acted on
+        where the processes agree (stop_if_any_asked). A process that stopped alone would
+        leave the others waiting in a collective operation (DDP's gradient all-reduce, the
+        metrics' gather) until its timeout, the first process, which saves, among them."""
+        if self.dist.enabled:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, lambda signum, _: self.stops_noted.append(signum))
+
+    def stop_if_any_asked(self):
+        """Under torchrun, every process calls this at the same points (each optimizer step,
+        each epoch's end): if any was signalled, all raise the stop here, together (SIGTERM
+        before Ctrl-C). One all-reduce of one number."""
+        if not self.dist.enabled:
+            return
+        flag = torch.tensor([max(self.stops_noted, default=0)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        signum = int(flag.item())
+        if signum:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 @contextmanager
@@ -83,6 +107,15 @@ def gather_dicts(part, dist_info):
     return {k: v for p in parts for k, v in p.items()}
 
 
+def gather_lists(part, dist_info):
+    """[every process's list], by rank."""
+    if not dist_info.enabled:
+        return [part]
+    parts = [None] * dist_info.world_size
+    dist.all_gather_object(parts, part)
+    return parts
+
+
 def broadcast(obj, dist_info):
     """rank 0's object on every process."""
     if not dist_info.enabled:
@@ -90,6 +123,11 @@ def broadcast(obj, dist_info):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def barrier(dist_info):
+    if dist_info.enabled:
+        dist.barrier()
 
 
 def cleanup(dist_info):

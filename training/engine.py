@@ -37,11 +37,12 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime, lo
     model.train()
     sampler = loader.batch_sampler
     sampler.set_epoch(epoch, state.batches_done)
+    steps_then, skipped_then = state.global_step, state.nonfinite_total
     # [loss sum, finite batches] stay on the device: no host sync per batch.
     sums = torch.tensor(state.partial_loss, device=runtime.device, dtype=torch.float64)
     at_last_step = sums.clone()
     samples, n, start = 0, len(loader), time.time()
-    last_log = (sums.tolist(), samples, start)  # where the previous log_step left off
+    last_log = (state.logged_loss, samples, start)  # where the previous log_step left off
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                disable=not runtime.dist.is_main)
     try:
@@ -54,22 +55,31 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime, lo
             finite = torch.isfinite(loss)
             sums += torch.stack([torch.where(finite, loss, 0).double(), finite.double()])
             samples += len(batch["ids"])
-            if step_ends:  # a step and its bookkeeping happen whole: Ctrl-C waits for them
+            if step_ends:  # a step, its bookkeeping and log line happen whole: Ctrl-C waits
                 with stops_deferred():
                     grad_norm = optimizer_step(optimization, state, args, epoch)
                     state.batches_done = sampler.start_batch + i + 1
                     at_last_step = sums.clone()
-                if log_step and state.global_step % args.log_every == 0:
-                    now = sums.tolist()
-                    log_step(step_record(epoch, state, optimization, grad_norm, last_log,
-                                         now, samples, runtime))
-                    last_log = (now, samples, time.time())
+                    if log_step and state.global_step % args.log_every == 0:
+                        now = sums.tolist()
+                        log_step(step_record(epoch, state, optimization, grad_norm, last_log,
+                                             now, samples, runtime))
+                        last_log = (now, samples, time.time())
+                        state.logged_loss = now
+                runtime.stop_if_any_asked()  # under torchrun: every process at this step
             if i % 20 == 0 and runtime.dist.is_main:
                 bar.set_postfix(loss=f"{float(loss):.3f}")
     except KeyboardInterrupt:  # Ctrl-C saves the steps taken; --resume continues after them
         state.partial_loss = at_last_step.tolist()
         raise
     state.partial_loss = sums.tolist()  # kept until the epoch is recorded (end_epoch)
+    steps, skipped = state.global_step - steps_then, state.nonfinite_total - skipped_then
+    if steps and skipped == steps:  # nothing learned: a run must not end "successfully"
+        raise TrainingDiverged(
+            f"no optimizer step taken in epoch {epoch}: all {steps} steps had a non-finite "
+            "loss or gradient and were skipped", f"{args.output_dir}/last_model.pt",
+            "the last good checkpoint is kept; check the features for NaN/Inf, lower "
+            "--learning_rate, or use --precision fp32")
     loss_sum, finite_batches = all_reduce_sum(sums.tolist(), runtime.dist, runtime.device)
     rate = samples * runtime.dist.world_size / (time.time() - start)
     return (loss_sum / finite_batches if finite_batches else None), rate
@@ -169,6 +179,11 @@ def report_epoch(record, collapsed, history, args, say):
         f"{r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s)")
     for s in r["samples"]:
         say(f"    REF: {s['reference']}\n    HYP: {s['translation']}")
+    before = history[-2] if len(history) > 1 else {"step": 0, "nonfinite_steps": 0}
+    skipped = r["nonfinite_steps"] - before.get("nonfinite_steps", 0)
+    if skipped:
+        say(f"  warning: {skipped} of {r['step'] - before['step']} optimizer steps of this "
+            "epoch were skipped (non-finite loss or gradient)")
     if collapsed:
         say(f"  warning: mode collapse: '{r['most_common']}' is {r['most_common_pct']:.0f}% of "
             "validation outputs")

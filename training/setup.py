@@ -8,6 +8,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from data.dataset import Collator, FeatureDataset, make_loader
+from data.loader import SignalSafeDataLoader
 from data.synthetic import make_demo_data
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
 
@@ -36,7 +37,7 @@ def open_datasets(args, expected_dim=None):
 @torch.no_grad()
 def feature_statistics(dataset, num_workers):
     """Per-dimension mean and std over every frame of the training set (float64 sums)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers)
+    loader = SignalSafeDataLoader(dataset, batch_size=None, num_workers=num_workers)
     total = torch.zeros(dataset.feature_dim, dtype=torch.float64)
     squares, frames = torch.zeros_like(total), 0
     for item in tqdm(loader, desc="feature statistics", leave=False):

@@ -1,5 +1,6 @@
 """Where training stands, and the files that keep it: last_model.pt (with everything --resume
 needs), best_model.pt, training_history.json, and Ctrl-C's save-and-exit."""
+import os
 import random
 import shlex
 import signal
@@ -28,6 +29,9 @@ class TrainState:
     nonfinite_in_a_row: int = 0
     partial_loss: list = field(default_factory=lambda: [0.0, 0.0])  # [loss sum, finite
     # batches] of the epoch in progress, so a resumed epoch reports the loss of all of it
+    logged_loss: list = field(default_factory=lambda: [0.0, 0.0])  # partial_loss at the
+    # epoch's last train_log.jsonl line: a resumed run's next line averages from there too
+    partial_loss_by_rank: list = None  # under torchrun: every process's partial_loss
     seconds: float = 0.0  # training and validation time of the completed epochs
     planned_epochs: int = None  # --time_budget: the epochs that fit, set after the first
     decay_from: list = None  # --time_budget: the schedule's [decay_start, total] steps
@@ -36,7 +40,8 @@ class TrainState:
         """Record a finished epoch. -> whether its BLEU is the best so far."""
         improved = self.best_bleu is None or bleu > self.best_bleu
         self.seconds += seconds
-        self.epoch, self.batches_done, self.partial_loss = epoch, 0, [0.0, 0.0]
+        self.epoch, self.batches_done = epoch, 0
+        self.partial_loss, self.logged_loss = [0.0, 0.0], [0.0, 0.0]
         self.bad_epochs = 0 if improved else self.bad_epochs + 1
         if improved:
             self.best_bleu, self.best_epoch = bleu, epoch
@@ -99,15 +104,20 @@ def save_progress(args, model, tokenizer, state, history, optimization, improved
     write_json(out / "config.json", run_config)
 
 
-def restore_progress(ckpt, optimization):
+def restore_progress(ckpt, optimization, rank=0):
     """--resume: the optimizer, schedule, scaler and RNG streams of last_model.pt (the weights
-    were loaded with the model). -> (TrainState, history)."""
+    were loaded with the model); each process's own share of a stopped epoch's loss.
+    -> (TrainState, history)."""
     optimization.load_state_dict(ckpt)
     torch.set_rng_state(ckpt["rng"]["torch"])
     random.setstate(ckpt["rng"]["python"])
     if ckpt["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-    return TrainState(**ckpt["state"]), list(ckpt["history"])
+    state = TrainState(**ckpt["state"])
+    if state.partial_loss_by_rank and rank < len(state.partial_loss_by_rank):
+        state.partial_loss = state.partial_loss_by_rank[rank]
+    state.partial_loss_by_rank = None
+    return state, list(ckpt["history"])
 
 
 def _rng_state():
@@ -115,13 +125,22 @@ def _rng_state():
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def exit_interrupted(args, epoch, state, stop):
-    """After the save on Ctrl-C or SIGTERM: say where training stood and how to resume."""
+def exit_interrupted(args, epoch, state, stop, show=True):
+    """After the save on Ctrl-C or SIGTERM: say where training stood and how to resume (show:
+    the process that saved), and exit 130 or 143 as a shell does for these signals."""
     argv = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
-    command = shlex.join(["python", Path(sys.argv[0]).name, *argv, "--resume"])
+    launcher = ["python"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's options are not in sys.argv
+        launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')}"]
+        if os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
+            launcher[1:] = ["<the run's torchrun options>"]
+    command = shlex.join([*launcher, Path(sys.argv[0]).name, *argv, "--resume"])
     what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-    tqdm.write(f"\n{what} in epoch {epoch} after {state.batches_done} batches; saved "
-               f"{Path(args.output_dir) / 'last_model.pt'}\nresume with: {command}")
+    where = (f"after epoch {epoch}" if state.epoch >= epoch else
+             f"in epoch {epoch} after {state.batches_done} batches")
+    if show:
+        tqdm.write(f"\n{what} {where}; saved {Path(args.output_dir) / 'last_model.pt'}\n"
+                   f"resume with: {command}")
     sys.exit(143 if isinstance(stop, Terminated) else 130)
 
 
