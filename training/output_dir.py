@@ -10,22 +10,30 @@
   .replaced_run/ behind; the next start puts it back and says so.
 - a directory this run created is removed again if nothing came of the run; the logs of a run
   that stopped before its first checkpoint (train_log.jsonl, tensorboard/) go with it, as
-  nothing can resume them.
+  nothing can resume them. Only logs this toolkit can prove it wrote are removed: a new run
+  first lists the log names it is about to create in .run_logs (a marker), and clean-up
+  removes those names alone. A user's own tensorboard/ or train_log.jsonl is never touched:
+  the start is refused instead ("not empty").
 """
+import errno
 import fcntl
+import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 from common.errors import UserError
+from common.files import write_json
 
 from .args import DEMO_DATA_DIR
-from .tracking import RUN_LOGS
+from .tracking import LOG_NAME, RUN_LOGS, TENSORBOARD_DIR
 
 REPLACED_DIR = ".replaced_run"
 LOCK_NAME = ".lock"
+LOGS_MARKER = ".run_logs"  # the logs a run without a checkpoint yet created (see above)
 CHECKPOINTS = ("last_model.pt", "best_model.pt")
+RUN_FILES = (*CHECKPOINTS, "training_history.json", "config.json", LOG_NAME)  # written whole
 
 
 class OutputDir:
@@ -73,10 +81,19 @@ class OutputDir:
             raise UserError(f"the output directory is in use by another run ({holder})",
                             str(self.path), "wait for it to finish, or choose another "
                                             "--output_dir") from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        self._lock.flush()
+        note = f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode()
+        try:  # unbuffered: a failed write leaves nothing for close() to retry
+            os.ftruncate(self._lock.fileno(), 0)
+            written = os.write(self._lock.fileno(), note)
+            if written < len(note):
+                raise OSError(errno.ENOSPC, f"{written} of {len(note)} bytes written: the "
+                                            "disk is full")
+        except OSError as error:  # a full disk: the lock is held, its note cannot be written
+            self._release()
+            raise UserError(f"cannot write the run's lock file ({error.strerror or error})",
+                            str(self.path / LOCK_NAME),
+                            "free disk space, or choose another --output_dir; nothing was "
+                            "changed") from None
 
     def _put_back_after_a_kill(self):
         """A run killed while replacing an earlier one leaves the earlier run in .replaced_run/.
@@ -102,8 +119,10 @@ class OutputDir:
                 raise UserError("nothing to resume: no last_model.pt", str(out),
                                 "drop --resume to start a new run")
             if self.is_main:
-                for stale in out.glob(".*.tmp"):  # half-written by a run killed mid-save
-                    stale.unlink(missing_ok=True)
+                self._check_writable()
+                for name in RUN_FILES:  # half-written by a run killed mid-save
+                    for stale in out.glob(f".{name}.*.tmp"):  # atomic_write's temp names
+                        stale.unlink(missing_ok=True)
             return last, []
         held = sorted(p.name for p in out.iterdir()
                       if p.name not in (DEMO_DATA_DIR, LOCK_NAME)) if out.is_dir() else []
@@ -113,31 +132,62 @@ class OutputDir:
                                       "replace it, or choose another --output_dir")
         return None, held
 
+    def _check_writable(self):
+        """--resume, before any work: what the run will write to is writable (the directory,
+        for the checkpoints; the logs it continues). os.access sees read-only file systems
+        too."""
+        logs = [self.path / LOG_NAME]
+        if "tensorboard" in self.args.report_to:
+            board = self.path / TENSORBOARD_DIR
+            logs += [board, *(p for p in board.rglob("*"))] if board.is_dir() else []
+        for path in [self.path, *logs]:
+            if path.exists() and not os.access(path, os.W_OK):
+                raise UserError("cannot resume: the run's files are read-only", str(path),
+                                "make them writable (chmod u+w), or copy the run elsewhere "
+                                "and resume there")
+
     def _drop_logs_without_checkpoint(self):
-        """-> the log files removed: those of a run without a checkpoint, which nothing can
-        resume and which would block the next start."""
-        if not self.path.is_dir() or any((self.path / n).is_file() for n in CHECKPOINTS):
+        """-> the log files removed: those a run without a checkpoint wrote (nothing can
+        resume them, and they would block the next start), as its .run_logs marker lists
+        them. Without the marker nothing is removed."""
+        marker = self.path / LOGS_MARKER
+        if not marker.is_file() or any((self.path / n).is_file() for n in CHECKPOINTS):
             return []
-        dropped = [name for name in RUN_LOGS if (self.path / name).exists()]
+        try:
+            listed = json.loads(marker.read_text(encoding="utf-8"))["logs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []  # not a marker this toolkit wrote whole: leave everything
+        dropped = [name for name in RUN_LOGS if name in listed and (self.path / name).exists()]
         for name in dropped:
             _remove(self.path / name)
+        marker.unlink()
         return dropped
 
     # -- the run ---------------------------------------------------------------------------
     def set_aside_old_run(self):
-        """--overwrite, once data and model are known good: the earlier run moves aside."""
-        if not (self.is_main and self.old_run):
+        """Once data and model are known good. --overwrite: the earlier run moves aside. A new
+        run: .run_logs lists the logs it is about to create, so that clean-up after a stop
+        before its first checkpoint removes those and nothing else."""
+        if not self.is_main or self.resume_from:
             return
-        self.aside.mkdir()
-        for name in self.old_run:
-            (self.path / name).rename(self.aside / name)
-        self.replacing = True
+        if self.old_run:
+            self.aside.mkdir()
+            for name in self.old_run:
+                (self.path / name).rename(self.aside / name)
+            self.replacing = True
+        new_logs = [name for name in RUN_LOGS if not (self.path / name).exists()]
+        write_json(self.path / LOGS_MARKER, {"written_by": "sonar-t5 train_sonar_with_t5.py",
+                                             "pid": os.getpid(), "logs": new_logs})
 
     def checkpoint_written(self):
-        """The new run now stands on its own: the earlier one goes."""
-        if self.is_main and self.replacing:
+        """The new run now stands on its own: the earlier one goes, and its logs belong to a
+        run with a checkpoint (never removed)."""
+        if not self.is_main:
+            return
+        if self.replacing:
             shutil.rmtree(self.aside, ignore_errors=True)
             self.replacing = False
+        (self.path / LOGS_MARKER).unlink(missing_ok=True)
 
     # -- leaving ---------------------------------------------------------------------------
     def __exit__(self, error_type, error, traceback):

@@ -18,7 +18,9 @@ LOG_NAME = "train_log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 TRACKERS = ("none", "tensorboard", "wandb", "trackio")
 WANDB_ID = "wandb_run_id"
-RUN_LOGS = (LOG_NAME, TENSORBOARD_DIR, WANDB_ID, "wandb")  # what a run logs into its directory
+TRACKIO_NAME = "trackio_run_name"
+# what a run logs into its directory
+RUN_LOGS = (LOG_NAME, TENSORBOARD_DIR, WANDB_ID, "wandb", TRACKIO_NAME)
 
 
 def check_trackers(report_to):
@@ -87,14 +89,31 @@ class Tracker:
 
 def cut_log_back(path, step):
     """Keep the lines of steps up to `step`: those after it are logged again by the resumed
-    run."""
+    run. A line that is not a whole record (half-written when the run was killed or the disk
+    filled) goes too, with a note. -> the number of such lines."""
     if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        return 0
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = [(line, _step_of(line)) for line in lines]
+    kept = [line for line, s in records if s is not None and s <= step]
+    broken = sum(s is None for _, s in records)
     if len(kept) != len(lines):
         atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept)),
                      binary=False)
+    if broken:
+        print(f"note: dropped {broken} unreadable line{'s' * (broken > 1)} of {path} (a run "
+              "killed mid-write)")
+    return broken
+
+
+def _step_of(line):
+    """A train_log.jsonl line's step, or None for a line that is not a whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def flat_hparams(run_config):
@@ -141,15 +160,26 @@ class TensorBoard:
         self.writer.close()
 
 
+def run_identity(args, name, make):
+    """The tracker's id for this run, kept in RUN/name so that --resume continues the same
+    tracker run (a new run gets a new one: two run directories with one name stay apart)."""
+    path = Path(args.output_dir) / name
+    if args.resume and path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    identity = make()
+    atomic_write(path, lambda f: f.write(identity + "\n"), binary=False)
+    return identity
+
+
 class WandB:
-    """Weights & Biases; the run's id is kept in RUN/wandb_run_id so --resume continues it."""
+    """Weights & Biases (WANDB_MODE=offline works without a network: `wandb sync` uploads
+    later). The run's id is kept in RUN/wandb_run_id; --resume continues that run. Its files
+    go in RUN/wandb/."""
 
     def __init__(self, args, hparams, resume_step):
         import wandb
         self.wandb = wandb
-        id_file = Path(args.output_dir) / WANDB_ID
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
-        id_file.write_text(run_id + "\n")
+        run_id = run_identity(args, WANDB_ID, lambda: os.urandom(4).hex())
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "sonar-t5"),
                               name=Path(args.output_dir).name, id=run_id, resume="allow",
                               config=hparams, dir=args.output_dir)
@@ -166,13 +196,17 @@ class WandB:
 
 
 class Trackio:
-    """Hugging Face's Trackio (local by default; `trackio show` opens the dashboard)."""
+    """Hugging Face's Trackio: a local database ($TRACKIO_DIR, else ~/.cache/huggingface/
+    trackio; `trackio show` opens the dashboard). The run is named after the run directory
+    plus a suffix, kept in RUN/trackio_run_name; --resume continues that run."""
 
     def __init__(self, args, hparams, resume_step):
         import trackio
         self.trackio = trackio
-        trackio.init(project=os.environ.get("TRACKIO_PROJECT", "sonar-t5"),
-                     name=Path(args.output_dir).name, config=hparams, resume="allow")
+        name = run_identity(args, TRACKIO_NAME,
+                            lambda: f"{Path(args.output_dir).name}-{os.urandom(3).hex()}")
+        trackio.init(project=os.environ.get("TRACKIO_PROJECT", "sonar-t5"), name=name,
+                     config=hparams, resume="allow" if args.resume else "never")
 
     def scalars(self, values, step):
         self.trackio.log(values, step=step)
