@@ -32,9 +32,16 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.table:
         check_parent_dir(args.output or "results", "--output")
-    elif args.output:  # before any history is read
-        check_figure_path(args.output, "--output")
+    elif args.output or args.compare or Path(args.checkpoint_dir).is_dir():
+        # before any history is read (a read-only run directory needs --output elsewhere)
+        check_figure_path(args.output or default_figure(args), "--output")
     return args
+
+
+def default_figure(args):
+    if args.compare:
+        return Path("training_curves_comparison.png")
+    return Path(args.checkpoint_dir) / "training_curves.png"
 
 
 def write_text(path, text):
@@ -57,14 +64,14 @@ def main(argv=None):
         if len({Path(d).name for d in args.compare}) < len(args.compare):
             raise UserError("two runs share a directory name", " ".join(args.compare),
                             "their curves would carry the same label; rename one")
-        output = Path(args.output or "training_curves_comparison.png")
+        output = Path(args.output or default_figure(args))
         plot_comparison(history_groups(args.compare), output)
         for d in args.compare:
             print(format_summary(Path(d).name, summarize(load_history(d))))
     else:
         run = Path(args.checkpoint_dir)
         history = load_history(run)
-        output = Path(args.output or run / "training_curves.png")
+        output = Path(args.output or default_figure(args))
         plot_run(history, output, run.name)
         print(format_summary(run.name, summarize(history)))
     print(f"wrote {output}")

@@ -15,6 +15,7 @@ wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy on
 
 import torch
 
+from common.cli import check_flag_ranges
 from common.device import resolve_device
 from common.errors import UserError, cli_main
 from models import BRIDGES, SONAR_DIM, T5_PRESETS
@@ -25,7 +26,7 @@ SENTENCES = ["i'm going to show you how to fold the paper carefully",
              "now we are going to cut the edges"]
 
 
-def parse_args(argv):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     p.add_argument("--t5_model", default="scratch-t5-small",
@@ -38,7 +39,13 @@ def parse_args(argv):
                    help="check this SONAR encoder file too (ssvp_slt's SONAR ASL encoder, a "
                         "converted one, or this toolkit's feature encoder); default: a small "
                         "feature encoder from scratch")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv):
+    args = build_parser().parse_args(argv)
+    check_flag_ranges(args)  # the ranges every script shares (common/cli.py)
+    return args
 
 
 ENCODER_NAMES = {"sonar_asl": "ssvp_slt SONAR ASL encoder", "feature": "feature encoder from "

@@ -82,7 +82,7 @@ def main(argv=None):
     model, tokenizer, ckpt = load_model(args.checkpoint, device)
     precision = resolve_precision(args.precision, device)
     if args.attention_plot:
-        check_attention_plot(model, args.checkpoint)  # before translating anything
+        check_attention_plot(model, args.checkpoint, args.output)  # before translating
     dataset = validation_dataset(model, args)
     summary, ids, refs, hyps = validate_checkpoint(model, tokenizer, ckpt, dataset, args, device,
                                                    precision)

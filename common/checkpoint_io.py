@@ -32,7 +32,9 @@ def load_checkpoint(path, kind=None, map_location="cpu",
         raise UserError("checkpoint path is a directory", str(path),
                         "pass the .pt file, e.g. best_model.pt inside it") from None
     except Exception as error:  # whatever torch/zipfile/pickle raise
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        # torch's wordings: "Unsupported global: GLOBAL x.y" (a class) and, from 2.13,
+        # "unsupported GLOBAL x.y whose module x is blocked" (a function such as os.system)
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(error))
         if found:  # a well-formed pickle of objects beyond tensors: refused, never run
             raise UserError(f"refused to load checkpoint: it holds Python objects such as "
                             f"{found.group(1)}, not only tensors (weights-only loading never "

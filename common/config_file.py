@@ -6,27 +6,32 @@ value of the wrong type or outside the flag's choices, is a one-line error namin
 the file and the line.
 """
 import argparse
+import os
+import reprlib
 
 import yaml
 
 from .errors import UserError
 
 
+MAX_CONFIG_BYTES = 1_000_000  # a config file is a few dozen lines
+
+
 def read_config_file(path, parser):
     """-> {flag dest: value} from the YAML mapping in `path`, converted as argparse would."""
+    text = read_text(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        refuse_aliases(text, path)
         root = yaml.compose(text)  # nodes keep their line numbers for the errors
         values = yaml.safe_load(text)
-    except OSError as error:
-        raise UserError(f"cannot read the config file ({error.strerror or error})", str(path),
-                        "check --config") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise UserError(f"not valid YAML ({getattr(error, 'problem', None) or error})", where,
                         "fix the file") from None
+    except RecursionError:
+        raise UserError("YAML nested too deeply", str(path), "write one flag per line, e.g. "
+                                                             "learning_rate: 1e-4") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -46,10 +51,39 @@ def read_config_file(path, parser):
     return out
 
 
+def read_text(path):
+    """The file's text: UTF-8, and a size a config file can have (bounded work)."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES:
+            raise UserError(f"the config file has {size:,} bytes, more than a config file's "
+                            f"{MAX_CONFIG_BYTES:,}", str(path), "check --config")
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as error:
+        raise UserError(f"cannot read the config file ({error.strerror or error})", str(path),
+                        "check --config") from None
+    except UnicodeDecodeError as error:
+        line = open(path, "rb").read()[:error.start].count(b"\n") + 1
+        raise UserError(f"the config file is not UTF-8 text (byte {error.object[error.start]:#x})",
+                        f"{path}:{line}", "save it as UTF-8") from None
+
+
+def refuse_aliases(text, path):
+    """YAML aliases (*name) can make a small file expand to gigabytes (an "alias bomb") in
+    whatever walks the values; flags never need them, so they are refused before anything is
+    built. Scanning the events is linear in the file's size."""
+    for event in yaml.parse(text):
+        if isinstance(event, yaml.AliasEvent):
+            raise UserError(f"YAML alias *{event.anchor} (config files take plain values)",
+                            f"{path}:{event.start_mark.line + 1}",
+                            "write the value itself instead of an anchor and alias")
+
+
 def convert(key, value, action, where):
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
-            raise UserError(f"'{key}' must be true or false (got {value!r})", where)
+            raise UserError(f"'{key}' must be true or false (got {reprlib.repr(value)})", where)
         return value
     if action.nargs in ("+", "*"):
         items = value if isinstance(value, list) else [value]
@@ -74,10 +108,10 @@ def convert_one(key, value, action, where):
             value = int(value)
         converted = kind(value)
     except (TypeError, ValueError):
-        raise UserError(f"'{key}' must be {_name(kind)} (got {value!r})", where) from None
+        raise UserError(f"'{key}' must be {_name(kind)} (got {reprlib.repr(value)})", where) from None
     if action.choices is not None and converted not in action.choices:
         raise UserError(f"'{key}' must be one of {', '.join(map(str, action.choices))} "
-                        f"(got {value!r})", where)
+                        f"(got {reprlib.repr(value)})", where)
     return converted
 
 

@@ -90,8 +90,10 @@ def feature_shape(path):
     if path.suffix == ".npy":
         try:
             shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        except (ValueError, OSError) as error:
-            raise UserError(f"cannot read feature file ({error})", str(path)) from None
+        except Exception as error:  # numpy raises ValueError, OSError, EOFError (0 bytes)...
+            raise UserError(f"cannot read feature file ({type(error).__name__}: "
+                            f"{str(error)[:80] or 'empty or truncated'})", str(path),
+                            "re-extract this sample's features or remove its row") from None
         if len(shape) in (1, 2) and 0 not in shape:
             return (1, shape[0]) if len(shape) == 1 else tuple(shape)
     return tuple(load_features(path).shape)  # reads it, and names what is wrong

@@ -3,8 +3,10 @@
 validate_perceiver_model.py --attention_plot N writes, for the first N samples of the
 manifest, OUTPUT/attention/<id>.png (latents as rows, frames as columns: the last Perceiver
 layer's attention, averaged over heads, with the reference and the translation in the title)
-and <id>.npy (that matrix, to draw it another way).
+and <id>.npy (that matrix, to draw it another way). An id too long for a file name is cut and
+ends with a hash of the whole id.
 """
+import hashlib
 import textwrap
 from pathlib import Path
 
@@ -12,19 +14,34 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from common.files import atomic_write
+from common.files import atomic_write, check_output_dir_usable
 from common.precision import autocast
 
 from .report import plt  # matplotlib with the file-only backend report.py sets
 
 
-def check_attention_plot(model, checkpoint):
-    """Only a Perceiver reading token states has one attention weight per frame."""
+def check_attention_plot(model, checkpoint, out_dir):
+    """Before any translation: only a Perceiver reading token states has one attention
+    weight per frame, and OUT_DIR/attention/ must be a directory that can be made."""
     if model.config.bridge != "perceiver" or model.config.resampler_input != "tokens":
         raise UserError(f"--attention_plot needs a Perceiver that reads the encoder's token "
                         f"states; this model's bridge is {model.config.bridge} reading the "
                         f"{model.config.resampler_input} embedding", str(checkpoint),
                         "use a checkpoint trained with --resampler_input tokens")
+    check_output_dir_usable(Path(out_dir) / "attention", "--output's attention/")
+
+
+MAX_NAME_BYTES = 200  # of a file name's stem: file systems allow 255 bytes in all
+
+
+def file_stem(sample_id):
+    """A file name for a sample id: '/' made '_', and an id too long for a file name cut,
+    with a hash of the whole id so that two long ids stay two files."""
+    name = sample_id.replace("/", "_")
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(sample_id.encode()).hexdigest()[:12]
+    return f"{name.encode()[:MAX_NAME_BYTES - 13].decode(errors='ignore')}-{digest}"
 
 
 @torch.no_grad()
@@ -66,7 +83,7 @@ def write_attention_plots(model, dataset, translations, out_dir, count, device,
     for index in range(min(count, len(dataset))):
         item = dataset[index]
         attention = frame_attention(model, item["inputs"], device, precision)
-        name = item["id"].replace("/", "_")
+        name = file_stem(item["id"])
         atomic_write(out / f"{name}.npy", lambda f: np.save(f, attention))
         plot_attention(attention, item["text"], translations[index], out / f"{name}.png")
         written.append(out / f"{name}.png")

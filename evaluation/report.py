@@ -5,6 +5,7 @@ them one row (mean ± standard deviation over the seeds, and n), --compare one c
 with a band from the lowest to the highest run).
 """
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -26,7 +27,16 @@ def load_history(run_dir):
     history = read_json(path)
     if not isinstance(history, list) or not history:
         raise UserError("training_history.json holds no epochs yet", str(path))
+    for record in history:  # a foreign or much older history: one line, not a KeyError
+        missing = [k for k in HISTORY_KEYS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise UserError(f"training_history.json is not a history this toolkit wrote (an "
+                            f"epoch record has no {', '.join(missing)})", str(path),
+                            "pass the --output_dir of a sonar-t5 training run")
     return history
+
+
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_bleu")  # what the plots and tables read
 
 
 def summarize(history):
@@ -253,3 +263,6 @@ def check_parent_dir(path, flag="--output"):
     if not parent.is_dir():
         raise UserError(f"{flag}'s directory does not exist", str(parent),
                         "create it first, or choose another path")
+    if not os.access(parent, os.W_OK):  # read-only file systems too
+        raise UserError(f"{flag}'s directory is not writable", str(parent),
+                        "pass --output with a path in a directory you can write to")

@@ -104,18 +104,41 @@ def load_exported(path, device="cpu"):
         raise UserError(f"not an exported sonar-t5 folder (no {', '.join(missing)})", str(path),
                         "pass a folder written by python -m evaluation.export, or a .pt "
                         "checkpoint")
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    config = _folder_json(path / "config.json")
+    if not isinstance(config.get("model_config"), dict):
+        raise UserError("config.json has no model_config", str(path / "config.json"),
+                        "export the checkpoint again")
+    try:  # safetensors reads a bounded header first: a hostile length is refused at once
         model = SonarT5(SonarT5Config.from_dict(config["model_config"]))
         safetensors.torch.load_model(model, str(path / "model.safetensors"), strict=True)
-    except (ValueError, KeyError, RuntimeError, OSError) as error:
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError,
+            safetensors.SafetensorError) as error:
         raise UserError(f"cannot load the exported model ({type(error).__name__}: "
                         f"{str(error).splitlines()[0][:120] if str(error) else ''})", str(path),
                         "export the checkpoint again") from None
     tokenizer = Tokenizer((path / "spiece.model").read_bytes(), path / "spiece.model")
     generation_file = path / "generation_config.json"
     if generation_file.is_file():
-        generation = json.loads(generation_file.read_text(encoding="utf-8"))
+        generation = _folder_json(generation_file)
         config["train_args"] = {**config.get("train_args", {}),
                                 **{k: generation[k] for k in GENERATION_KEYS if k in generation}}
     return model.to(device).eval(), tokenizer, config
+
+
+MAX_FOLDER_JSON = 10_000_000  # bytes: an exported folder's JSON files are a few kB
+
+
+def _folder_json(path):
+    """One JSON object file of an exported folder (which may come from anyone): read with a
+    size bound, and refused in one line unless it is a JSON object."""
+    try:
+        if path.stat().st_size > MAX_FOLDER_JSON:
+            raise ValueError(f"{path.stat().st_size:,} bytes")
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # JSON and UTF-8 errors too
+        raise UserError(f"{path.name} is not readable JSON ({type(error).__name__}: "
+                        f"{str(error)[:80]})", str(path), "export the checkpoint again") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path.name} holds a JSON {type(value).__name__}, not an object",
+                        str(path), "export the checkpoint again")
+    return value
