@@ -120,9 +120,11 @@ def test_every_range_in_the_table_is_checked(flag):
 
 
 def test_every_numeric_flag_of_the_scripts_is_in_the_table():
+    from test_perceiver_architecture import build_parser as build_smoke_test_parser
     from training.args import build_parser
     from validate_perceiver_model import build_parser as build_validate_parser
-    numeric = {a.dest for parser in (build_parser(), build_validate_parser())
+    numeric = {a.dest for parser in (build_parser(), build_validate_parser(),
+                                     build_smoke_test_parser())
                for a in parser._actions if a.type in (int, float)}
     assert numeric <= set(FLAG_RANGES), numeric - set(FLAG_RANGES)
 

@@ -149,8 +149,10 @@ def test_non_finite_batches_are_skipped_and_counted(tiny_data, tmp_path):
 
 def test_a_run_that_keeps_diverging_stops_with_its_last_good_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
-    patch = NAN_LOSS.replace("{BAD}", "lambda n: n > 6")  # epoch 1 (6 batches) is fine
-    result = run_patched(patch, train_argv(tiny_data, out, "--epochs", 10))
+    # epoch 1 (24 batches) is fine, epoch 2 takes 6 steps of 24 (an epoch without one step
+    # stops the run too), epoch 3 reaches 20 non-finite steps in a row
+    patch = NAN_LOSS.replace("{BAD}", "lambda n: n > 30")
+    result = run_patched(patch, train_argv(tiny_data, out, "--epochs", 10, "--batch_size", 4))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "training diverged: 20 non-finite steps in a row" in result.stderr

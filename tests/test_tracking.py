@@ -118,7 +118,8 @@ def test_logs_of_a_run_killed_before_its_first_checkpoint_do_not_block_the_next(
                       "    os.kill(os.getpid(), signal.SIGKILL)\n"
                       "t.Tracker.log_step = log_then_die\n")
     assert run_patched(kill_at_step_2, argv).returncode == -9
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "tensorboard", "train_log.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", ".run_logs", "tensorboard",
+                                                     "train_log.jsonl"]
     again = run_patched("", argv)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "removed train_log.jsonl, tensorboard" in again.stdout
