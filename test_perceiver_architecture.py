@@ -20,7 +20,8 @@ from common.device import resolve_device
 from common.errors import UserError, cli_main
 from models import BRIDGES, SONAR_DIM, T5_PRESETS
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
-from models.sonar_t5 import SonarT5Config, build_bridge
+from models.bridges import build_bridge
+from models.sonar_t5 import SonarT5Config
 
 SENTENCES = ["i'm going to show you how to fold the paper carefully",
              "now we are going to cut the edges"]
@@ -89,7 +90,7 @@ def main(argv=None):
     cfg = SonarT5Config(encoder={}, t5={}, bridge=args.bridge, num_latents=args.num_latents,
                         num_layers=args.num_layers)
     bridge = build_bridge(cfg, d_model, SONAR_DIM).to(device)
-    name = "Perceiver" if args.bridge == "perceiver" else "Projection bridge"
+    name = BRIDGES[args.bridge].title
     check(f"{name} created", lambda: f"({sum(p.numel() for p in bridge.parameters()):,} "
                                      "parameters)")
 
@@ -131,9 +132,10 @@ def main(argv=None):
         input_dim = 64
         encoder = build_encoder(None, input_dim=input_dim, d_model=128, num_layers=2,
                                 num_heads=4)
+    # pooled: every encoder parameter feeds the prefix, so every one must get a gradient
     model = build_model(t5=t5, tokenizer=tokenizer, encoder=encoder, t5_model=args.t5_model,
-                        bridge=args.bridge, num_latents=args.num_latents,
-                        num_layers=args.num_layers).to(device)
+                        bridge=args.bridge, resampler_input="pooled",
+                        num_latents=args.num_latents, num_layers=args.num_layers).to(device)
     features = torch.randn(batch, 12, input_dim, device=device)
     mask = torch.ones(batch, 12, dtype=torch.bool, device=device)
     labels = torch.tensor([tokenizer.encode(SENTENCES[0])] * batch, device=device)

@@ -45,7 +45,8 @@ def measure(batch_size, checkpointing, precision, frames, steps):
     torch.manual_seed(0)
     encoder = SonarAslEncoder(SonarAslEncoderConfig())  # t5-v1_1-large shape, random weights
     t5, tokenizer = load_t5_and_tokenizer("t5-tiny", TEXTS, vocab_size=64)
-    model = build_model(t5=t5, tokenizer=tokenizer, encoder=encoder, t5_model="t5-tiny").train()
+    model = build_model(t5=t5, tokenizer=tokenizer, encoder=encoder, t5_model="t5-tiny",
+                        resampler_input="pooled").train()
     if checkpointing:
         model.gradient_checkpointing_enable()
     optimizer = build_optimizer(model, 1e-4)

@@ -26,7 +26,7 @@ from common.device import resolve_device
 from data.dataset import Collator, FeatureDataset, LengthGroupedBatchSampler, make_loader, padding_waste
 from common.precision import autocast, resolve_precision
 from data.dataset import model_inputs
-from evaluation.encoder_cache import cached_loaders
+from data.encoder_cache import cached_loaders
 from evaluation.generation import GenerationSettings, run_evaluation
 from models.build import build_encoder, build_model
 from models.feature_encoder import save_feature_encoder
@@ -34,7 +34,7 @@ from models.t5_decoder import load_t5
 from models.tokenizer import train_tokenizer
 from training.args import build_parser
 from training.distributed import Dist, Runtime
-from training.engine import evaluate, train_one_epoch
+from training.engine import StepSettings, evaluate, train_one_epoch
 from training.optim import build_optimization
 from training.setup import wrap_for_training
 from training.state import TrainState
@@ -84,7 +84,7 @@ def make_args(args, root, *extra):
 def fresh_model(tokenizer, encoder):
     torch.manual_seed(0)
     return build_model(t5=load_t5("scratch-t5-small", vocab_size=32128), tokenizer=tokenizer,
-                       encoder=encoder, t5_model="scratch-t5-small")
+                       encoder=encoder, t5_model="scratch-t5-small", resampler_input="pooled")
 
 
 def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *flags):
@@ -110,11 +110,13 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *f
     train_model = wrap_for_training(model, run_args, runtime.dist, device)
     optimization = build_optimization(model, run_args, len(train_loader), runtime)
     state = TrainState()
-    train_one_epoch(1, train_model, train_loader, optimization, state, run_args, runtime)
+    train_one_epoch(1, train_model, train_loader, optimization, state,
+                    StepSettings.from_args(run_args), runtime)
     state.end_epoch(1, 0.0, 0.0)  # warm-up epoch (allocator, caches, torch.compile)
     sync(device)
     start = time.time()
-    train_one_epoch(2, train_model, train_loader, optimization, state, run_args, runtime)
+    train_one_epoch(2, train_model, train_loader, optimization, state,
+                    StepSettings.from_args(run_args), runtime)
     sync(device)
     train_rate = len(sets[0]) / (time.time() - start)
     start = time.time()

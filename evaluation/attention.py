@@ -16,6 +16,7 @@ import torch
 from common.errors import UserError
 from common.files import atomic_write, check_output_dir_usable
 from common.precision import autocast
+from models import BRIDGES
 
 from .report import plt  # matplotlib with the file-only backend report.py sets
 
@@ -23,11 +24,13 @@ from .report import plt  # matplotlib with the file-only backend report.py sets
 def check_attention_plot(model, checkpoint, out_dir):
     """Before any translation: only a Perceiver reading token states has one attention
     weight per frame, and OUT_DIR/attention/ must be a directory that can be made."""
-    if model.config.bridge != "perceiver" or model.config.resampler_input != "tokens":
-        raise UserError(f"--attention_plot needs a Perceiver that reads the encoder's token "
-                        f"states; this model's bridge is {model.config.bridge} reading the "
-                        f"{model.config.resampler_input} embedding", str(checkpoint),
-                        "use a checkpoint trained with --resampler_input tokens")
+    bridge = model.config.bridge
+    if not BRIDGES[bridge].attention_map or model.config.resampler_input != "tokens":
+        raise UserError("--attention_plot needs a bridge with an attention map (" + ", ".join(
+            name for name, b in BRIDGES.items() if b.attention_map) + ") that reads the "
+            f"encoder's token states; this model's bridge is {bridge} reading the "
+            f"{model.config.resampler_input} embedding", str(checkpoint),
+            "use a checkpoint trained with --resampler_input tokens")
     check_output_dir_usable(Path(out_dir) / "attention", "--output's attention/")
 
 

@@ -17,6 +17,9 @@ import pandas as pd  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
 from common.files import atomic_write, read_json  # noqa: E402
+from models import BRIDGES  # noqa: E402
+
+from .metrics import display, epoch_metrics, metric_names  # noqa: E402
 
 
 def load_history(run_dir):
@@ -70,7 +73,8 @@ def plot_run(history, output, title):
     ax_bleu.set(xlabel="epoch", ylabel="BLEU", title="Validation BLEU")
     ax_gap.plot(epochs, [r.get("cond_gap", float("nan")) for r in history], "o-",
                 color="purple", label="conditioning gap")
-    ax_gap.plot(epochs, [r.get("diversity", float("nan")) for r in history], "s--",
+    ax_gap.plot(epochs, [epoch_metrics(r).get("unique_ratio", float("nan")) for r in history],
+                "s--",
                 color="gray", label="unique output ratio")
     ax_gap.axhline(0, color="black", linewidth=0.5)
     ax_gap.set(xlabel="epoch", ylabel="nats/token | ratio", title="Is the input used?")
@@ -111,10 +115,14 @@ def _finish(fig, axes, title, output):
 
 
 # -- results table ---------------------------------------------------------------------------
-TABLE_COLUMNS = ("run", "bridge", "input", "num_latents", "num_layers", "frozen",
-                 "word_dropout", "parameters", "decoding", "n", "best_epoch", "BLEU", "chrF",
-                 "unique", "cond_gap")
-METRIC_DECIMALS = {"BLEU": 2, "chrF": 1, "unique": 2, "cond_gap": 3}
+SETTING_COLUMNS = ("run", "bridge", "resampler_input", "num_latents", "num_layers", "frozen",
+                   "word_dropout", "parameters", "decoding", "n", "best_epoch")
+
+
+def metric_columns():
+    """{column: decimals}: every translation metric (evaluation/metrics.py), by its label,
+    then the conditioning gap."""
+    return {**{display(n).label: display(n).decimals for n in metric_names()}, "cond_gap": 3}
 # Flags that do not change what a run learns: runs that differ only in these are repeats of
 # one experiment, and then a seed group if their seeds differ.
 BOOKKEEPING_ARGS = {"seed", "output_dir", "resume", "overwrite", "config", "report_to",
@@ -185,47 +193,57 @@ def table_row(path):
                             "validate the run again (summaries record the checkpoint's full "
                             "path) or run the table tool where validation ran")
         generation = summary["generation"]
-        scores = {"best_epoch": summary.get("epoch"), "BLEU": summary["bleu"],
-                  "chrF": summary["chrf"], "unique": summary["diversity"]["unique_ratio"],
-                  "cond_gap": summary.get("cond_gap")}
+        # summaries before unique_ratio was a metric kept it in their diversity report
+        found = {"unique_ratio": summary["diversity"]["unique_ratio"], **summary}
+        scores = {"best_epoch": summary.get("epoch"), "cond_gap": summary.get("cond_gap"),
+                  **{display(n).label: found.get(n) for n in metric_names()}}
     else:
         run_dir = path
         generation = None  # the settings its validation used during training
         history = load_history(run_dir)
         best = max(history, key=lambda r: r["val_bleu"])
-        scores = {"best_epoch": best["epoch"], "BLEU": best["val_bleu"],
-                  "chrF": best["val_chrf"], "unique": best["diversity"],
-                  "cond_gap": best.get("cond_gap")}
+        found = epoch_metrics(best)
+        scores = {"best_epoch": best["epoch"], "cond_gap": best.get("cond_gap"),
+                  **{display(n).label: found.get(n) for n in metric_names()}}
     config = read_json(run_dir / "config.json")
     m, a = config["model_config"], config["args"]
     if generation is None:
         generation = config.get("generation") or {"num_beams": a.get("num_beams") or 4}
     experiment = json.dumps([experiment_key(config), generation], sort_keys=True)
     return {"experiment": experiment, "seed": a.get("seed"), "run": run_dir.name,
-            "bridge": m["bridge"], "input": m["resampler_input"],
+            "bridge": m["bridge"], "resampler_input": m["resampler_input"],
             "num_latents": m["num_latents"],
-            "num_layers": m["num_layers"] if m["bridge"] == "perceiver" else 1,
+            "num_layers": bridge_layers(m),
             "frozen": "yes" if a["freeze_encoder"] else "no",
             "word_dropout": a.get("word_dropout", 0.0),
             "parameters": f"{config['parameters']['total'] / 1e6:.1f}M",
             "decoding": decoding(generation), **scores}
 
 
+def bridge_layers(model_config):
+    """The bridge's layer count: --num_layers, unless the kind has a fixed one."""
+    bridge = BRIDGES.get(model_config["bridge"])
+    return (bridge and bridge.fixed_layers) or model_config["num_layers"]
+
+
 def results_table(paths):
     """One row per run, or per seed group: its metrics as mean ± standard deviation (n - 1)."""
     rows = seed_groups([table_row(p) for p in paths], lambda r: r["experiment"],
                        lambda r: r["seed"])
-    return pd.DataFrame([group_row(g) for g in rows], columns=TABLE_COLUMNS)
+    columns = metric_columns()
+    return pd.DataFrame([group_row(g, columns) for g in rows],
+                        columns=[*SETTING_COLUMNS, *columns])
 
 
-def group_row(rows):
+def group_row(rows, columns):
+    """columns: {metric column: decimals}."""
     row = {**rows[0], "n": len(rows)}
     if len(rows) == 1:
         return {**row, **{k: None if row[k] is None else round(row[k], d)
-                          for k, d in METRIC_DECIMALS.items()}}
+                          for k, d in columns.items()}}
     row["run"] = ", ".join(r["run"] for r in rows)
     row["best_epoch"] = "/".join(str(r["best_epoch"]) for r in rows)
-    for key, decimals in METRIC_DECIMALS.items():
+    for key, decimals in columns.items():
         values = [r[key] for r in rows]
         row[key] = (None if None in values else f"{statistics.fmean(values):.{decimals}f} ± "
                                                  f"{statistics.stdev(values):.{decimals}f}")

@@ -33,11 +33,11 @@ def build_encoder(sonar_checkpoint, input_dim, d_model=512, num_layers=4, num_he
         return encoder
     return FeatureEncoder(FeatureEncoderConfig(
         kind="identity" if identity else "feature", input_dim=input_dim, d_model=d_model,
-        num_layers=num_layers, num_heads=num_heads, ffn_dim=4 * d_model, identity=identity))
+        num_layers=num_layers, num_heads=num_heads, ffn_dim=4 * d_model))
 
 
 def build_model(*, t5, tokenizer, encoder, t5_model, bridge="perceiver",
-                resampler_input="pooled",
+                resampler_input=None,
                 num_latents=64, num_layers=2, hidden_dim=768, num_heads=8, max_frames=0,
                 normalize_features=False, contrastive_dim=0):
     if t5.config.vocab_size < tokenizer.vocab_size:

@@ -1,4 +1,5 @@
-"""SonarT5: encoder -> bridge (Perceiver Resampler | ProjectionBridge) -> T5 decoder."""
+"""SonarT5: encoder -> bridge (models/bridges.py: Perceiver Resampler, projection baseline)
+-> T5 decoder."""
 import json
 from dataclasses import asdict, dataclass
 
@@ -7,16 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from common.errors import UserError
-
+from .bridges import BRIDGES, build_bridge
 from .encoders import encoder_from_config
-from .perceiver import PerceiverResampler
-from .projection_bridge import ProjectionBridge
 from .t5_decoder import t5_from_config
 from .tokenizer import UNK_ID
-
-BRIDGES = ("perceiver", "projection")
-RESAMPLER_INPUTS = ("pooled", "tokens")
 
 
 @dataclass
@@ -24,8 +19,8 @@ class SonarT5Config:
     encoder: dict  # the encoder's config, with its kind: feature, identity or sonar_asl
     t5: dict  # the resolved T5Config as a dict: rebuilds the decoder with no download
     t5_model: str = "t5-small"
-    bridge: str = "perceiver"
-    resampler_input: str = "pooled"
+    bridge: str = "perceiver"  # a name in models/bridges.py's registry
+    resampler_input: str = None  # what the bridge reads, pooled or tokens: its default if None
     num_latents: int = 64
     num_layers: int = 2
     hidden_dim: int = 768
@@ -34,25 +29,15 @@ class SonarT5Config:
     normalize_features: bool = False
     contrastive_dim: int = 0  # width of the contrastive heads (--contrastive_weight); 0 = none
 
+    def __post_init__(self):
+        if self.resampler_input is None and self.bridge in BRIDGES:
+            self.resampler_input = BRIDGES[self.bridge].default_input
+
     @classmethod
     def from_dict(cls, d):
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-def build_bridge(config: SonarT5Config, d_model, input_dim):
-    """input_dim: the width of what the bridge reads, the pooled embedding (1024) or the
-    encoder's token states (its own width: 1024 for a t5-v1_1-large SONAR encoder)."""
-    if config.bridge == "projection":
-        if d_model % config.num_heads:  # its attention runs at T5's width
-            raise UserError(f"--num_heads {config.num_heads} does not divide the T5 width "
-                            f"{d_model} that the projection bridge attends at", "command line",
-                            "pick a divisor, e.g. 8")
-        return ProjectionBridge(input_dim=input_dim, hidden_dim=config.hidden_dim,
-                                output_dim=d_model, num_latents=config.num_latents,
-                                num_heads=config.num_heads)
-    return PerceiverResampler(input_dim=input_dim, hidden_dim=config.hidden_dim,
-                              output_dim=d_model, num_latents=config.num_latents,
-                              num_layers=config.num_layers, num_heads=config.num_heads)
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known.setdefault("resampler_input", "pooled")  # what checkpoints without it read
+        return cls(**known)
 
 
 class ContrastiveHeads(nn.Module):

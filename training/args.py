@@ -7,7 +7,7 @@ from common.cli import HelpFormatter, check_flag_ranges
 from common.config_file import read_config_file
 from common.errors import UserError
 from data.synthetic import demo_paths
-from evaluation.encoder_cache import CACHE_DIR_ENV, default_cache_dir
+from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import add_generation_args
 from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
 
@@ -53,7 +53,7 @@ def check_args(args):
                         "pick one")
     check_trackers(args.report_to)
     if args.resampler_input is None:
-        args.resampler_input = "tokens" if args.bridge == "perceiver" else "pooled"
+        args.resampler_input = BRIDGES[args.bridge].default_input
     if args.no_encoder_cache and not args.freeze_encoder:
         raise UserError("--no_encoder_cache only applies with --freeze_encoder", "command line")
     args.encoder_cache_dir = str(args.encoder_cache_dir or default_cache_dir())
@@ -110,12 +110,14 @@ def build_parser():
     model.add_argument("--vocab_size", type=int, default=8000,
                        help="SentencePiece vocabulary trained for a from-scratch T5 preset")
     model.add_argument("--bridge", default="perceiver", choices=BRIDGES,
-                       help="Perceiver Resampler, or the original guide's projection baseline")
+                       help="the bridge from the encoder to T5's prefix: the Perceiver "
+                            "Resampler, or the original guide's projection baseline (the kinds "
+                            "registered in models/bridges.py)")
     model.add_argument("--resampler_input", default=None, choices=RESAMPLER_INPUTS,
                        help="bridge reads the encoder's token states or its pooled SONAR "
-                            "embedding (default: tokens for the Perceiver, which learns more "
-                            "from them; pooled for the projection baseline, as the original "
-                            "guide had it)")
+                            "embedding (default: the bridge's own, " + ", ".join(
+                                f"{b.default_input} for {name}" for name, b in BRIDGES.items())
+                            + ")")
     model.add_argument("--num_latents", type=int, default=64, help="prefix tokens for T5")
     model.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
     model.add_argument("--hidden_dim", type=int, default=768, help="bridge width")
@@ -127,7 +129,7 @@ def build_parser():
     model.add_argument("--encoder_cache_dir", default=None,
                        help="where frozen-encoder caches live, shared by runs (default: "
                             f"${CACHE_DIR_ENV}, else ~/.cache/sonar_t5/encoder_states); see "
-                            "and clear them with python -m evaluation.encoder_cache list|clear")
+                            "and clear them with python -m data.encoder_cache list|clear")
     model.add_argument("--no_encoder_cache", action="store_true",
                        help="with --freeze_encoder, re-run the encoder every epoch (slower; "
                             "for comparison)")

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 import torch
 
 from common.precision import make_scaler
+from models import BRIDGES
 
 PARTS = ("encoder", "bridge", "t5", "contrastive")  # contrastive: --contrastive_weight's heads
 
 
-def _no_decay(name, param):
-    """Biases, norms and learned latent/expander tokens are not weight-decayed."""
-    return param.dim() < 2 or "norm" in name or name.endswith(("latents", "expanders"))
+def _no_decay(name, param, learned_tokens=()):
+    """Biases, norms and a bridge's learned tokens (its no_decay names) are not
+    weight-decayed."""
+    return param.dim() < 2 or "norm" in name or name.endswith(learned_tokens)
 
 
 def build_optimizer(model, lr, encoder_lr_scale=0.2, weight_decay=0.01, fused=False):
@@ -26,8 +28,9 @@ def build_optimizer(model, lr, encoder_lr_scale=0.2, weight_decay=0.01, fused=Fa
         if module is None:  # no contrastive heads
             continue
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        tokens = BRIDGES[model.config.bridge].no_decay if part == "bridge" else ()
         for decay in (True, False):
-            params = [p for n, p in named if _no_decay(n, p) != decay]
+            params = [p for n, p in named if _no_decay(n, p, tokens) != decay]
             if params:
                 groups.append({"name": f"{part}{'' if decay else '_no_decay'}", "params": params,
                                "lr": lr * scales[part], "weight_decay": weight_decay * decay})
