@@ -35,7 +35,7 @@ import torch
 
 from common.checkpoint_io import save_checkpoint
 from data.dataset import FeatureDataset
-from evaluation.encoder_cache import samples_hash
+from data.encoder_cache import samples_hash
 from models.encoders import CONVERTED_KIND
 from models.feature_encoder import FeatureEncoder, FeatureEncoderConfig, save_feature_encoder
 from models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig

@@ -4,11 +4,12 @@ Every batch has one shape, whatever its source:
     inputs (B, T, D), input_mask (B, T) True = real frame, encoded (bool), labels (B, S),
     index (B,), ids, texts.
 `encoded` says whether the inputs already are encoder states (the frozen-encoder cache,
-evaluation/encoder_cache.py) or raw features from files (FeatureDataset). Feature files are
+data/encoder_cache/) or raw features from files (FeatureDataset). Feature files are
 opened lazily in __getitem__: memory does not grow with the dataset.
 """
 import math
 import os
+from contextlib import contextmanager
 import warnings
 from collections import Counter
 
@@ -185,3 +186,20 @@ def model_inputs(batch, device):
     return {"inputs": batch["inputs"].to(device, non_blocking=non_blocking),
             "input_mask": batch["input_mask"].to(device, non_blocking=non_blocking),
             "encoded": batch["encoded"]}
+
+
+@contextmanager
+def naming_the_batch_if_out_of_memory(batch):
+    """A batch too large for memory (a 20,000-frame sample asks for hundreds of GB of
+    attention) becomes one line naming its longest sample and the flag that caps lengths."""
+    try:
+        yield
+    except RuntimeError as error:  # torch.OutOfMemoryError on CUDA is a RuntimeError too
+        if not ("out of memory" in str(error) or "can't allocate memory" in str(error)):
+            raise
+        frames = batch["input_mask"].sum(1)
+        longest = int(frames.argmax())
+        raise UserError(f"out of memory on a batch of {len(frames)} samples, the longest "
+                        f"'{batch['ids'][longest]}' with {int(frames[longest])} frames",
+                        "the model's forward pass", "cap sequence lengths with --max_frames "
+                        "(e.g. 1000), or lower the batch size") from None

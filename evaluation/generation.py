@@ -1,14 +1,12 @@
 """One pass over a data set: losses (true and shuffled prefixes) and batched generate()."""
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.distributed as dist
+import torch.distributed as torch_dist
 from tqdm.auto import tqdm
 
-from common.errors import UserError
 from common.precision import autocast
-from data.dataset import model_inputs
+from data.dataset import model_inputs, naming_the_batch_if_out_of_memory
 
 
 @dataclass
@@ -51,23 +49,6 @@ def add_generation_args(parser, default_note=None):
     return group
 
 
-@contextmanager
-def naming_the_batch_if_out_of_memory(batch):
-    """A batch too large for memory (a 20,000-frame sample asks for hundreds of GB of
-    attention) becomes one line naming its longest sample and the flag that caps lengths."""
-    try:
-        yield
-    except RuntimeError as error:  # torch.OutOfMemoryError on CUDA is a RuntimeError too
-        if not ("out of memory" in str(error) or "can't allocate memory" in str(error)):
-            raise
-        frames = batch["input_mask"].sum(1)
-        longest = int(frames.argmax())
-        raise UserError(f"out of memory on a batch of {len(frames)} samples, the longest "
-                        f"'{batch['ids'][longest]}' with {int(frames[longest])} frames",
-                        "the model's forward pass", "cap sequence lengths with --max_frames "
-                        "(e.g. 1000), or lower the batch size") from None
-
-
 @torch.no_grad()
 def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp32",
                    generate=True, desc="validating", show_progress=True):
@@ -93,8 +74,8 @@ def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp3
         if ids is not None:
             for index, row in zip(batch["index"].tolist(), ids.tolist()):
                 hypotheses[index] = tokenizer.decode(row[1:])  # row[0] is the start token
-    if dist.is_initialized():
-        dist.all_reduce(sums)
+    if torch_dist.is_initialized():
+        torch_dist.all_reduce(sums)
     loss, shuffled, tokens = sums.tolist()
     return {"val_loss": loss / tokens, "cond_gap": (shuffled - loss) / tokens,
             "hypotheses": hypotheses}
