@@ -7,7 +7,7 @@
 
 main() below is the whole run, top to bottom. Each step is one call into a package:
 flags (training/args.py), the output directory and its lock (training/output_dir.py), data
-and model (training/setup.py), the frozen-encoder cache on disk (evaluation/encoder_cache.py),
+and model (training/setup.py), the frozen-encoder cache on disk (data/encoder_cache/),
 one epoch of training or evaluation (training/engine.py), checkpoints and resume
 (training/state.py).
 """
@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 
 from common.errors import cli_main
 from common.precision import guard_t5_fp16
-from evaluation.encoder_cache import cached_loaders
+from data.encoder_cache import cached_loaders
 from evaluation.generation import GenerationSettings
 from models.checkpoint import load_model
 from training.args import parse_args
 from training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
-from training.engine import epoch_record, evaluate, report_epoch, train_one_epoch
+from training.engine import (StepSettings, epoch_record, evaluate, report_epoch,
+                             train_one_epoch)
 from training.optim import build_optimization, plan_time_budget
 from training.output_dir import OutputDir
 from training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
@@ -78,6 +79,7 @@ def main(argv=None):
         state, history = TrainState(), []
         if ckpt is not None:
             state, history = restore_progress(ckpt, optimization, dist.rank)
+        steps = StepSettings.from_args(args)  # what a training step reads from the flags
         settings = GenerationSettings.from_args(args)  # per-epoch validation's generate()
         config = run_config(args, model, settings, train_set, val_set, runtime,
                             encoder_cache)
@@ -99,7 +101,7 @@ def main(argv=None):
                               initial=state.epoch, total=last, disable=not dist.is_main):
                 start = time.time()
                 train_loss, samples_per_s = train_one_epoch(
-                    epoch, train_model, train_loader, optimization, state, args, runtime,
+                    epoch, train_model, train_loader, optimization, state, steps, runtime,
                     log_step=tracker.log_step)
                 metrics = evaluate(model, val_loader, tokenizer, settings, runtime)
                 # The processes' mean: under torchrun every one plans --time_budget alike.

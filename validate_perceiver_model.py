@@ -18,7 +18,7 @@ from common.errors import UserError, cli_main
 from common.files import check_output_dir_usable
 from common.precision import resolve_precision
 from evaluation.attention import check_attention_plot, write_attention_plots
-from evaluation.encoder_cache import CACHE_DIR_ENV, default_cache_dir
+from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import add_generation_args
 from evaluation.validate import (format_report, validate_checkpoint, validation_dataset,
                                  write_results)

@@ -15,7 +15,7 @@ from common.files import read_json
 from models.checkpoint import GENERATION_KEYS, load_model, save_exported
 
 from .generation import GenerationSettings
-from .metrics import corpus_scores
+from .metrics import display, epoch_metrics, translation_metrics
 
 
 def export(checkpoint, out_dir):
@@ -31,8 +31,9 @@ def export(checkpoint, out_dir):
     settings = GenerationSettings(**{k: train_args[k] for k in GENERATION_KEYS
                                      if train_args.get(k) is not None})
     info = {"train_args": train_args, "epoch": record["epoch"],
-            "validation": {k: record.get(k) for k in (
-                "val_bleu", "bleu_signature", "val_chrf", "diversity", "cond_gap", "val_loss")},
+            "validation": {**epoch_metrics(record), "cond_gap": record.get("cond_gap"),
+                           "val_loss": record.get("val_loss"),
+                           **{k: v for k, v in record.items() if k.endswith("_signature")}},
             "data": run_config.get("data", {}), "parameters": model.parameter_counts(),
             "exported_from": str(Path(checkpoint).resolve())}
     card = model_card(Path(out_dir).name, model, train_args, record, run_config, settings)
@@ -42,17 +43,19 @@ def export(checkpoint, out_dir):
 def model_card(name, model, args, record, run_config, settings):
     config = model.config
     data = run_config.get("data", {})
-    # Older runs did not record the signature; it is fixed by this code's BLEU settings
-    # (one reference, sacrebleu's defaults), so it is computed the same way here.
-    signature = record.get("bleu_signature") or corpus_scores(["x"], ["x"])["bleu_signature"]
+    # Older runs did not record the signatures; they are fixed by this code's settings (one
+    # reference, sacrebleu's defaults), so they are computed the same way here.
+    signatures = {**translation_metrics(["x"], ["x"]), **record}
     counts = model.parameter_counts()
     encoder = config.encoder.get("kind", "feature")
-    signature = signature.replace("|", "\\|")  # inside a Markdown table
-    rows = [("validation BLEU", f"{record['val_bleu']:.2f} ({signature})"),
-            ("validation chrF", f"{record['val_chrf']:.2f}"),
-            ("unique outputs", f"{record['diversity']:.1%}"),
-            ("conditioning gap", f"{record['cond_gap']:.3f} nats/token"),
-            ("epoch", f"{record['epoch']} of {args.get('epochs')}")]
+    rows = []
+    for name, value in epoch_metrics(record).items():
+        signature = signatures.get(f"{name}_signature")
+        signature = f" ({signature})".replace("|", "\\|") if signature else ""  # in a table
+        rows.append((f"validation {display(name).label}",
+                     f"{value:.{display(name).decimals}f}{signature}"))
+    rows += [("conditioning gap", f"{record['cond_gap']:.3f} nats/token"),
+             ("epoch", f"{record['epoch']} of {args.get('epochs')}")]
     settings_rows = [
         ("encoder", f"{encoder}{' (frozen)' if args.get('freeze_encoder') else ''}, "
                     f"from {args.get('sonar_checkpoint') or 'scratch'}"),

@@ -1,5 +1,6 @@
 """The numbers: sacrebleu BLEU and chrF, diversity (mode collapse), lengths, verdicts."""
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
@@ -17,11 +18,50 @@ BLEU_VERDICTS = (
 )
 
 
-def corpus_scores(hypotheses, references):
+def translation_metrics(hypotheses, references):
+    """Every corpus-level measure of a set of translations -> {name: value}, and for those
+    with one, sacrebleu's signature as {name}_signature (so a reader knows how to compare).
+
+    The one place a metric is added. Everything else takes what this returns, by name: the
+    epoch record (val_{name}) and its console line, the trackers (val/{name}), the
+    validation summary ({name}), the results table and the model card. How a metric is shown
+    is METRIC_DISPLAY's entry below (a default otherwise).
+    """
     bleu, chrf = BLEU(), CHRF()
     return {"bleu": bleu.corpus_score(hypotheses, [references]).score,
             "bleu_signature": str(bleu.get_signature()),
-            "chrf": chrf.corpus_score(hypotheses, [references]).score}
+            "chrf": chrf.corpus_score(hypotheses, [references]).score,
+            "chrf_signature": str(chrf.get_signature()),
+            "unique_ratio": diversity(hypotheses)["unique_ratio"]}
+
+
+@dataclass(frozen=True)
+class Display:
+    label: str  # in tables and the epoch line
+    line_format: str  # in the epoch line
+    decimals: int  # in tables
+
+
+METRIC_DISPLAY = {"bleu": Display("BLEU", "{:.2f}", 2), "chrf": Display("chrF", "{:.1f}", 1),
+                  "unique_ratio": Display("unique", "{:.0%}", 2)}
+
+
+def display(name):
+    return METRIC_DISPLAY.get(name, Display(name, "{:.3g}", 3))
+
+
+def epoch_metrics(record):
+    """{name: value} of a training_history.json record's translation metrics (val_{name});
+    records written before unique_ratio was one of them call it diversity."""
+    found = {k[4:]: v for k, v in record.items() if k.startswith("val_") and k != "val_loss"}
+    if "unique_ratio" not in found and isinstance(record.get("diversity"), (int, float)):
+        found["unique_ratio"] = record["diversity"]
+    return found
+
+
+def metric_names():
+    """The measures translation_metrics() returns, in its order (signatures aside)."""
+    return [k for k in translation_metrics(["a b"], ["a b"]) if not k.endswith("_signature")]
 
 
 def _distinct(hypotheses, n):

@@ -6,10 +6,10 @@ from pathlib import Path
 from common.files import atomic_write, write_json
 from data.dataset import Collator, FeatureDataset, make_loader
 
-from .encoder_cache import cached_loaders
+from data.encoder_cache import cached_loaders
 from .generation import GenerationSettings, run_evaluation
-from .metrics import (bleu_verdict, corpus_scores, diversity, diversity_verdict,
-                      length_stats)
+from .metrics import (bleu_verdict, display, diversity, diversity_verdict, length_stats,
+                      metric_names, translation_metrics)
 
 
 def validation_dataset(model, args):
@@ -39,11 +39,11 @@ def validate_checkpoint(model, tokenizer, ckpt, dataset, args, device, precision
     ids = [r.id for r in dataset.rows]
     references = [r.text for r in dataset.rows]
     hypotheses = [result["hypotheses"][i] for i in range(len(dataset))]
-    scores = corpus_scores(hypotheses, references)
+    metrics = translation_metrics(hypotheses, references)
     div = diversity(hypotheses)
-    verdict, action = bleu_verdict(scores["bleu"])
+    verdict, action = bleu_verdict(metrics["bleu"])
     summary = {
-        **scores, "num_samples": len(dataset), "diversity": div,
+        **metrics, "num_samples": len(dataset), "diversity": div,
         "lengths": {"translations": length_stats(hypotheses),
                     "references": length_stats(references)},
         "verdict": verdict, "suggested_action": action,
@@ -73,10 +73,12 @@ def write_results(output, summary, ids, references, hypotheses):
 def format_report(summary, references, hypotheses, num_samples):
     div, lengths = summary["diversity"], summary["lengths"]
     rule = "=" * 70
-    lines = [rule, "VALIDATION RESULTS", rule,
-             f"BLEU: {summary['bleu']:.2f}   ({summary['bleu_signature']})",
-             f"chrF: {summary['chrf']:.2f}",
-             f"samples: {summary['num_samples']}   ({summary['samples_per_s']:.1f} samples/s)",
+    lines = [rule, "VALIDATION RESULTS", rule]
+    for name in metric_names():  # each with its signature, where it has one
+        signature = summary.get(f"{name}_signature")
+        lines.append(f"{display(name).label}: {summary[name]:.{display(name).decimals}f}"
+                     + (f"   ({signature})" if signature else ""))
+    lines += [f"samples: {summary['num_samples']}   ({summary['samples_per_s']:.1f} samples/s)",
              f"validation loss: {summary['val_loss']:.4f}   conditioning gap: "
              f"{summary['cond_gap']:.4f} (near 0 = input ignored)",
              "", "MODE COLLAPSE CHECK",

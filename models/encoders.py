@@ -4,20 +4,23 @@
    fine-tunes of it; ssvp_slt's own checkpoint files, or one converted by
    `python -m models.convert_sonar_checkpoint`.
 2. This project's FeatureEncoder (feature_encoder.py), trained from scratch when no SONAR
-   encoder exists; its files are {'kind': 'sonar_encoder', 'config', 'state_dict'}.
+   encoder exists; its files are {'kind': 'feature_encoder', 'config', 'state_dict'}.
 3. Identity: features that already are 1024-d SONAR embeddings (a FeatureEncoder mode).
 Every encoder maps features (B, T, D_in) + mask to pooled (B, 1024) and token states
-(B, T, token_dim).
+(B, T, token_dim). An encoder's config kind is feature, identity or sonar_asl; the files this
+toolkit writes say `<config kind>_encoder`.
 """
 from common.checkpoint_io import load_checkpoint, load_state_dict_strict
 from common.errors import UserError
 
+from .feature_encoder import FILE_KIND as FEATURE_FILE_KIND
 from .feature_encoder import FeatureEncoder, FeatureEncoderConfig
 from .sonar_asl_encoder import (SonarAslEncoder, SonarAslEncoderConfig,
                                 config_from_state_dict, is_ssvp_state_dict, ssvp_state_dict,
                                 unwrap_weights)
 
 CONVERTED_KIND = "sonar_asl_encoder"  # written by models/convert_sonar_checkpoint.py
+OLD_FEATURE_FILE_KIND = "sonar_encoder"  # what feature encoder files said before
 
 
 def encoder_from_config(config):
@@ -43,7 +46,7 @@ def load_encoder(path):
     fix = ("if you trust the file, convert it once to a weights-only file: python -m "
            f"models.convert_sonar_checkpoint {path} converted_encoder.pt --trust_pickle")
     ckpt = load_checkpoint(path, refused_fix=fix)
-    if ckpt.get("kind") == "sonar_encoder":
+    if ckpt.get("kind") in (FEATURE_FILE_KIND, OLD_FEATURE_FILE_KIND):
         encoder = FeatureEncoder(FeatureEncoderConfig.from_dict(ckpt["config"]))
         state_dict = ckpt["state_dict"]
     elif ckpt.get("kind") == CONVERTED_KIND:

@@ -20,7 +20,7 @@ SONAR_DIM = 1024
 
 @dataclass
 class FeatureEncoderConfig:
-    kind: str = "feature"  # or "identity"
+    kind: str = "feature"  # or "identity": features already are SONAR embeddings
     input_dim: int = 768
     d_model: int = 512
     num_layers: int = 4
@@ -28,11 +28,17 @@ class FeatureEncoderConfig:
     ffn_dim: int = 2048
     dropout: float = 0.1
     output_dim: int = SONAR_DIM
-    identity: bool = False  # features already are SONAR embeddings
+
+    @property
+    def is_identity(self):
+        return self.kind == "identity"
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if d.get("identity"):  # configs written before `kind` said it alone
+            known["kind"] = "identity"
+        return cls(**known)
 
 
 def sinusoidal_positions(length, dim, device):
@@ -63,7 +69,7 @@ class FeatureEncoder(nn.Module):
     def __init__(self, config: FeatureEncoderConfig):
         super().__init__()
         self.config = config
-        if config.identity:
+        if config.is_identity:
             if config.input_dim != config.output_dim:
                 raise UserError(f"identity encoder needs {config.output_dim}-d features, "
                                 f"got {config.input_dim}-d")
@@ -80,11 +86,11 @@ class FeatureEncoder(nn.Module):
 
     @property
     def token_dim(self):
-        return self.config.input_dim if self.config.identity else self.config.output_dim
+        return self.config.input_dim if self.config.is_identity else self.config.output_dim
 
     def forward(self, features, mask):
         """features (B, T, D_in), mask (B, T) bool -> pooled (B, 1024), tokens (B, T, 1024)."""
-        if self.config.identity:
+        if self.config.is_identity:
             denom = mask.sum(1, keepdim=True).clamp(min=1).to(features.dtype)
             pooled = (features * mask.unsqueeze(-1)).sum(1) / denom
             return pooled, features
@@ -94,7 +100,10 @@ class FeatureEncoder(nn.Module):
         return self.output_proj(self.pool(x, mask)), self.output_proj(x)
 
 
+FILE_KIND = "feature_encoder"  # an encoder file's kind is its config kind + "_encoder"
+
+
 def save_feature_encoder(encoder, path):
     """A trained FeatureEncoder as a --sonar_checkpoint file: {'kind', 'config', 'state_dict'}."""
-    save_checkpoint({"kind": "sonar_encoder", "config": asdict(encoder.config),
+    save_checkpoint({"kind": FILE_KIND, "config": asdict(encoder.config),
                      "state_dict": encoder.state_dict()}, path)

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-import torch.distributed as dist
+import torch.distributed as torch_dist
 from tqdm.auto import tqdm
 
 from common.device import resolve_device
@@ -57,7 +57,7 @@ class Runtime:
         if not self.dist.enabled:
             return
         flag = torch.tensor([max(self.stops_noted, default=0)], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
         signum = int(flag.item())
         if signum:
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
@@ -69,11 +69,11 @@ def open_runtime(device_name, precision_name, num_threads=0):
     group when launched by torchrun and leaves it at the end, whatever happens."""
     if num_threads:
         torch.set_num_threads(num_threads)
-    dist_info, device = init_distributed(device_name)
+    dist, device = init_distributed(device_name)
     try:
-        yield Runtime(device, resolve_precision(precision_name, device), dist_info)
+        yield Runtime(device, resolve_precision(precision_name, device), dist)
     finally:
-        cleanup(dist_info)
+        cleanup(dist)
 
 
 def init_distributed(device_name):
@@ -86,50 +86,50 @@ def init_distributed(device_name):
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), world_size, local_rank), device
+    torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(torch_dist.get_rank(), world_size, local_rank), device
 
 
-def all_reduce_sum(values, dist_info, device):
+def all_reduce_sum(values, dist, device):
     """Sum a list of floats over processes."""
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist_info.enabled:
-        dist.all_reduce(tensor)
+    if dist.enabled:
+        torch_dist.all_reduce(tensor)
     return tensor.tolist()
 
 
-def gather_dicts(part, dist_info):
+def gather_dicts(part, dist):
     """Merge a dict from every process (e.g. index -> translation)."""
-    if not dist_info.enabled:
+    if not dist.enabled:
         return part
-    parts = [None] * dist_info.world_size
-    dist.all_gather_object(parts, part)
+    parts = [None] * dist.world_size
+    torch_dist.all_gather_object(parts, part)
     return {k: v for p in parts for k, v in p.items()}
 
 
-def gather_lists(part, dist_info):
+def gather_lists(part, dist):
     """[every process's list], by rank."""
-    if not dist_info.enabled:
+    if not dist.enabled:
         return [part]
-    parts = [None] * dist_info.world_size
-    dist.all_gather_object(parts, part)
+    parts = [None] * dist.world_size
+    torch_dist.all_gather_object(parts, part)
     return parts
 
 
-def broadcast(obj, dist_info):
+def broadcast(obj, dist):
     """rank 0's object on every process."""
-    if not dist_info.enabled:
+    if not dist.enabled:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    torch_dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-def barrier(dist_info):
-    if dist_info.enabled:
-        dist.barrier()
+def barrier(dist):
+    if dist.enabled:
+        torch_dist.barrier()
 
 
-def cleanup(dist_info):
-    if dist_info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(dist):
+    if dist.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

@@ -6,6 +6,7 @@ train_sonar_with_t5.py's main() calls these in its loop; nothing here reads or w
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -13,9 +14,9 @@ from tqdm.auto import tqdm
 from common.errors import UserError
 from common.files import stops_deferred
 from common.precision import autocast
-from data.dataset import model_inputs
-from evaluation.generation import naming_the_batch_if_out_of_memory, run_evaluation
-from evaluation.metrics import corpus_scores, diversity
+from data.dataset import model_inputs, naming_the_batch_if_out_of_memory
+from evaluation.generation import run_evaluation
+from evaluation.metrics import display, diversity, epoch_metrics, translation_metrics
 
 from .distributed import all_reduce_sum, gather_dicts
 from .optim import learning_rates
@@ -29,11 +30,34 @@ class TrainingDiverged(UserError):
     exit_code = 1
 
 
-def train_one_epoch(epoch, model, loader, optimization, state, args, runtime, log_step=None):
+@dataclass(frozen=True)
+class StepSettings:
+    """What a training step takes from the flags."""
+    epochs: int  # the run's, for the progress bar
+    grad_accum_steps: int
+    max_grad_norm: float
+    label_smoothing: float
+    word_dropout: float
+    contrastive_weight: float
+    seed: int  # each batch's dropout seed derives from it (state.batch_seed)
+    log_every: int  # optimizer steps between train_log.jsonl lines
+    checkpoint: str  # last_model.pt, named when training diverges
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(epochs=args.epochs, grad_accum_steps=args.grad_accum_steps,
+                   max_grad_norm=args.max_grad_norm, label_smoothing=args.label_smoothing,
+                   word_dropout=args.word_dropout, contrastive_weight=args.contrastive_weight,
+                   seed=args.seed, log_every=args.log_every,
+                   checkpoint=f"{args.output_dir}/last_model.pt")
+
+
+def train_one_epoch(epoch, model, loader, optimization, state, steps, runtime, log_step=None):
     """-> (mean training loss over finite batches, or None; samples/s). `model` is what the
-    step calls (DDP or compiled, see setup.wrap_for_training). Starts after the batches
-    state.batches_done says are done (resuming mid-epoch). log_step(record) is called every
-    --log_every optimizer steps with the steps since the last call (see step_record)."""
+    step calls (DDP or compiled, see setup.wrap_for_training); steps: StepSettings. Starts
+    after the batches state.batches_done says are done (resuming mid-epoch). log_step(record)
+    is called every steps.log_every optimizer steps with the steps since the last call (see
+    step_record)."""
     model.train()
     sampler = loader.batch_sampler
     sampler.set_epoch(epoch, state.batches_done)
@@ -43,24 +67,24 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime, lo
     at_last_step = sums.clone()
     samples, n, start = 0, len(loader), time.time()
     last_log = (state.logged_loss, samples, start)  # where the previous log_step left off
-    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
+    bar = tqdm(loader, desc=f"epoch {epoch}/{steps.epochs}", leave=False,
                disable=not runtime.dist.is_main)
     try:
         for i, batch in enumerate(bar):
-            step_ends = (i + 1) % args.grad_accum_steps == 0 or i + 1 == n
-            torch.manual_seed(batch_seed(args.seed, epoch, sampler.start_batch + i,
+            step_ends = (i + 1) % steps.grad_accum_steps == 0 or i + 1 == n
+            torch.manual_seed(batch_seed(steps.seed, epoch, sampler.start_batch + i,
                                          runtime.dist.rank))
-            loss = forward_backward(model, batch, optimization.scaler, args, runtime,
+            loss = forward_backward(model, batch, optimization.scaler, steps, runtime,
                                     sync=step_ends)
             finite = torch.isfinite(loss)
             sums += torch.stack([torch.where(finite, loss, 0).double(), finite.double()])
             samples += len(batch["ids"])
             if step_ends:  # a step, its bookkeeping and log line happen whole: Ctrl-C waits
                 with stops_deferred():
-                    grad_norm = optimizer_step(optimization, state, args, epoch)
+                    grad_norm = optimizer_step(optimization, state, steps, epoch)
                     state.batches_done = sampler.start_batch + i + 1
                     at_last_step = sums.clone()
-                    if log_step and state.global_step % args.log_every == 0:
+                    if log_step and state.global_step % steps.log_every == 0:
                         now = sums.tolist()
                         log_step(step_record(epoch, state, optimization, grad_norm, last_log,
                                              now, samples, runtime))
@@ -73,11 +97,11 @@ def train_one_epoch(epoch, model, loader, optimization, state, args, runtime, lo
         state.partial_loss = at_last_step.tolist()
         raise
     state.partial_loss = sums.tolist()  # kept until the epoch is recorded (end_epoch)
-    steps, skipped = state.global_step - steps_then, state.nonfinite_total - skipped_then
-    if steps and skipped == steps:  # nothing learned: a run must not end "successfully"
+    taken, skipped = state.global_step - steps_then, state.nonfinite_total - skipped_then
+    if taken and skipped == taken:  # nothing learned: a run must not end "successfully"
         raise TrainingDiverged(
-            f"no optimizer step taken in epoch {epoch}: all {steps} steps had a non-finite "
-            "loss or gradient and were skipped", f"{args.output_dir}/last_model.pt",
+            f"no optimizer step taken in epoch {epoch}: all {taken} steps had a non-finite "
+            "loss or gradient and were skipped", steps.checkpoint,
             "the last good checkpoint is kept; check the features for NaN/Inf, lower "
             "--learning_rate, or use --precision fp32")
     loss_sum, finite_batches = all_reduce_sum(sums.tolist(), runtime.dist, runtime.device)
@@ -100,28 +124,28 @@ def step_record(epoch, state, optimization, grad_norm, last_log, sums, samples, 
             "nonfinite_steps": state.nonfinite_total}
 
 
-def forward_backward(model, batch, scaler, args, runtime, sync):
+def forward_backward(model, batch, scaler, steps, runtime, sync):
     labels = batch["labels"].to(runtime.device, non_blocking=True)
     # Gradient accumulation: DDP all-reduces only on the micro-batch that ends a step.
     context = model.no_sync() if runtime.dist.enabled and not sync else nullcontext()
     with context, naming_the_batch_if_out_of_memory(batch):
         with autocast(runtime.device, runtime.precision):
-            loss = model(labels=labels, label_smoothing=args.label_smoothing,
-                         word_dropout=args.word_dropout,
-                         contrastive_weight=args.contrastive_weight,
+            loss = model(labels=labels, label_smoothing=steps.label_smoothing,
+                         word_dropout=steps.word_dropout,
+                         contrastive_weight=steps.contrastive_weight,
                          **model_inputs(batch, runtime.device))
-        scaler.scale(loss / args.grad_accum_steps).backward()
+        scaler.scale(loss / steps.grad_accum_steps).backward()
     return loss.detach()
 
 
-def optimizer_step(optimization, state, args, epoch):
+def optimizer_step(optimization, state, steps, epoch):
     """Unscale, clip and step; a non-finite gradient norm skips the step. One host sync a
     step. Under DDP the norm is of all-reduced gradients, so every process decides alike.
     -> the gradient norm before clipping."""
     optimizer, scaler = optimization.optimizer, optimization.scaler
     scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+    norm = torch.nn.utils.clip_grad_norm_(params, steps.max_grad_norm)
     finite = bool(torch.isfinite(norm))
     if finite:
         scaler.step(optimizer)
@@ -134,35 +158,36 @@ def optimizer_step(optimization, state, args, epoch):
     if state.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
         raise TrainingDiverged(
             f"training diverged: {state.nonfinite_in_a_row} non-finite steps in a row "
-            f"(epoch {epoch}, step {state.global_step})", f"{args.output_dir}/last_model.pt",
+            f"(epoch {epoch}, step {state.global_step})", steps.checkpoint,
             "the last good checkpoint is kept; lower --learning_rate, or use "
             "--precision fp32/bf16")
     return float(norm)
 
 
 def evaluate(model, loader, tokenizer, settings, runtime):
-    """Validation losses, conditioning gap, BLEU/chrF and diversity over every process."""
+    """Validation losses, conditioning gap, the translation metrics and diversity over every
+    process."""
     result = run_evaluation(model, loader, tokenizer, runtime.device, settings,
                             precision=runtime.precision, show_progress=runtime.dist.is_main)
     hyps = gather_dicts(result["hypotheses"], runtime.dist)
     order = sorted(hyps)
     hypotheses = [hyps[i] for i in order]
     references = [loader.dataset.rows[i].text for i in order]
-    scores = corpus_scores(hypotheses, references)
     return {"val_loss": result["val_loss"], "cond_gap": result["cond_gap"],
-            "val_bleu": scores["bleu"], "bleu_signature": scores["bleu_signature"],
-            "val_chrf": scores["chrf"], "diversity": diversity(hypotheses),
+            "metrics": translation_metrics(hypotheses, references),
+            "diversity": diversity(hypotheses),
             "samples": [{"reference": references[i], "translation": hypotheses[i]}
                         for i in range(min(3, len(order)))]}
 
 
 def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization, epoch_time):
-    """One training_history.json record."""
+    """One training_history.json record: every translation metric as val_{name} (its
+    signature as {name}_signature)."""
     div = metrics["diversity"]
     return {"epoch": epoch, "step": state.global_step, "train_loss": train_loss,
-            "val_loss": metrics["val_loss"], "val_bleu": metrics["val_bleu"],
-            "bleu_signature": metrics["bleu_signature"], "val_chrf": metrics["val_chrf"],
-            "diversity": div["unique_ratio"],
+            "val_loss": metrics["val_loss"],
+            **{(k if k.endswith("_signature") else f"val_{k}"): v
+               for k, v in metrics["metrics"].items()},
             "most_common": div["most_common"], "most_common_pct": div["most_common_pct"],
             "cond_gap": metrics["cond_gap"], "lr": optimization.scheduler.get_last_lr()[-1],
             "learning_rates": learning_rates(optimization.optimizer),
@@ -173,10 +198,11 @@ def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization,
 def report_epoch(record, collapsed, history, args, say):
     """The epoch's line, its sample translations, and the mode-collapse warnings."""
     r = record
+    shown = "  ".join(f"{display(k).label} {display(k).line_format.format(v)}"
+                      for k, v in epoch_metrics(r).items())
     say(f"epoch {r['epoch']}/{args.epochs}  train_loss {_num(r['train_loss'])}  "
-        f"val_loss {r['val_loss']:.4f}  BLEU {r['val_bleu']:.2f}  chrF {r['val_chrf']:.1f}  "
-        f"unique {r['diversity']:.0%}  cond_gap {r['cond_gap']:.3f}  lr {r['lr']:.2e}  "
-        f"{r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s)")
+        f"val_loss {r['val_loss']:.4f}  {shown}  cond_gap {r['cond_gap']:.3f}  "
+        f"lr {r['lr']:.2e}  {r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s)")
     for s in r["samples"]:
         say(f"    REF: {s['reference']}\n    HYP: {s['translation']}")
     before = history[-2] if len(history) > 1 else {"step": 0, "nonfinite_steps": 0}

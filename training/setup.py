@@ -16,13 +16,13 @@ from .args import DEMO_DATA_DIR
 from .distributed import broadcast
 
 
-def make_demo_data_once(args, dist_info):
+def make_demo_data_once(args, dist):
     """--demo: rank 0 writes the demo data unless it is there; the others wait for it."""
     data_dir = Path(args.output_dir) / DEMO_DATA_DIR
-    if dist_info.is_main and not Path(args.train_manifest).is_file():
+    if dist.is_main and not Path(args.train_manifest).is_file():
         print(f"making demo data in {data_dir}")
         make_demo_data(data_dir, seed=0)
-    broadcast(None, dist_info)
+    broadcast(None, dist)
 
 
 def open_datasets(args, expected_dim=None):
@@ -53,10 +53,10 @@ def feature_statistics(dataset, num_workers):
 CONTRASTIVE_DIM = 128  # --contrastive_weight's heads project prefix and text to this width
 
 
-def build_new_model(args, train_set, dist_info):
+def build_new_model(args, train_set, dist):
     """A fresh SonarT5 + tokenizer. The tokenizer is trained on rank 0 and broadcast."""
     t5, tokenizer = load_t5_and_tokenizer(args.t5_model, train_set.texts, args.vocab_size)
-    tokenizer = broadcast(tokenizer, dist_info)
+    tokenizer = broadcast(tokenizer, dist)
     encoder = build_encoder(args.sonar_checkpoint, train_set.feature_dim,
                             d_model=args.encoder_dim, num_layers=args.encoder_layers,
                             identity=args.identity_encoder)
@@ -67,16 +67,16 @@ def build_new_model(args, train_set, dist_info):
                         max_frames=args.max_frames, normalize_features=args.normalize_features,
                         contrastive_dim=CONTRASTIVE_DIM if args.contrastive_weight else 0)
     if args.normalize_features:
-        mean, std = broadcast(feature_statistics(train_set, args.num_workers), dist_info)
+        mean, std = broadcast(feature_statistics(train_set, args.num_workers), dist)
         model.feature_mean.copy_(mean)
         model.feature_std.copy_(std)
     return model, tokenizer
 
 
-def make_loaders(args, train_set, val_set, tokenizer, dist_info, device):
+def make_loaders(args, train_set, val_set, tokenizer, dist, device):
     collate = Collator(tokenizer, args.max_target_length)
-    common = dict(num_workers=args.num_workers, num_replicas=dist_info.world_size,
-                  rank=dist_info.rank, pin_memory=device.type == "cuda")
+    common = dict(num_workers=args.num_workers, num_replicas=dist.world_size,
+                  rank=dist.rank, pin_memory=device.type == "cuda")
     train = make_loader(train_set, collate, args.batch_size, shuffle=True, seed=args.seed,
                         **common)
     val = make_loader(val_set, collate, args.eval_batch_size or args.batch_size,
@@ -84,14 +84,14 @@ def make_loaders(args, train_set, val_set, tokenizer, dist_info, device):
     return train, val
 
 
-def wrap_for_training(model, args, dist_info, device):
+def wrap_for_training(model, args, dist, device):
     """The module the training step calls: gradient checkpointing with
     --gradient_checkpointing, DDP under torchrun, torch.compile with --compile. Generation and
     checkpoints use the plain model."""
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     wrapped = model
-    if dist_info.enabled:
+    if dist.enabled:
         # With --resampler_input tokens the encoder's pooling part feeds nothing (the feature
         # encoder's attention pooling; the SONAR ASL encoder's one-step decoder and
         # projection_out), so its parameters get no gradient. DDP waits for every parameter's

@@ -68,12 +68,12 @@ class Tracker:
             backend.scalars(scalars, record["step"])
 
     def log_epoch(self, record):
-        """One training_history.json record: its validation metrics and sample translations."""
+        """One training_history.json record: its validation loss and metrics (every val_{name}
+        as val/{name}), conditioning gap and sample translations."""
         if not self.enabled:
             return
-        scalars = {f"val/{k}": record[v] for k, v in (
-            ("loss", "val_loss"), ("bleu", "val_bleu"), ("chrf", "val_chrf"),
-            ("unique_ratio", "diversity"), ("cond_gap", "cond_gap"))}
+        scalars = {f"val/{k[4:]}": v for k, v in record.items() if k.startswith("val_")}
+        scalars["val/cond_gap"] = record["cond_gap"]
         scalars["train/epoch_loss"] = record["train_loss"]
         scalars["epoch"] = record["epoch"]
         pairs = [(s["reference"], s["translation"]) for s in record["samples"]]
