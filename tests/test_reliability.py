@@ -14,7 +14,7 @@ import torch
 
 from data.dataset import Collator, FeatureDataset, make_loader
 from evaluation.generation import GenerationSettings, run_evaluation
-from evaluation.metrics import corpus_scores, diversity
+from evaluation.metrics import diversity, translation_metrics
 from models.checkpoint import load_checkpoint, load_model
 from models.feature_encoder import save_feature_encoder
 from models import FeatureEncoder, FeatureEncoderConfig
@@ -210,7 +210,7 @@ def test_generation_on_length_one_and_long_inputs_and_empty_translations(tiny_ru
     hyps = [result["hypotheses"][i] for i in range(2)]
     assert hyps == ["", ""]
     assert diversity(hyps)["empty"] == 2
-    assert corpus_scores(hyps, [r.text for r in dataset.rows])["bleu"] == 0.0
+    assert translation_metrics(hyps, [r.text for r in dataset.rows])["bleu"] == 0.0
 
 
 def test_every_torch_load_is_weights_only():

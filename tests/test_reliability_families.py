@@ -21,12 +21,11 @@ import torch
 from common.config_file import read_config_file
 from common.errors import UserError
 from data.dataset import Collator, FeatureDataset, make_loader
-from evaluation.encoder_cache import cached_loaders
+from data.encoder_cache import cached_loaders
 from evaluation.export import export
 from models.checkpoint import load_checkpoint, load_model
 
-from .conftest import (ENV, ROOT, TINY_MODEL, assert_user_error, data_args, run_patched,
-                       run_script, train, train_argv)
+from .conftest import ENV, ROOT, assert_user_error, run_patched, run_script, train, train_argv
 
 
 def tree(path):
@@ -102,7 +101,7 @@ def test_cache_clear_removes_only_caches_it_made(tiny_model, tiny_data, tmp_path
     (lookalike / "data.bin").write_bytes(b"\x00" * 10)
     foreign = {p: tree(p) if p.is_dir() else p.read_bytes()
                for p in (root / "my_results", root / "notes.txt", lookalike)}
-    cli = ["-m", "evaluation.encoder_cache"]
+    cli = ["-m", "data.encoder_cache"]
     listed = run_script(*cli, "list", "--encoder_cache_dir", root, check=True).stdout
     assert f"{root}: 1 cache," in listed and entry.name in listed
     assert "also here, not caches (never cleared): " in listed
@@ -149,7 +148,7 @@ def test_training_on_a_cache_overwritten_with_random_bytes_stops(tiny_data, sona
         states.write_bytes(np.random.default_rng(1).bytes(states.stat().st_size))
     result = train(tiny_data, tmp_path / "second", *frozen, check=False)
     assert_user_error(result, "damaged encoder cache: the states of sample",
-                      "python -m evaluation.encoder_cache clear")
+                      "python -m data.encoder_cache clear")
     assert not (tmp_path / "second").exists()
 
 

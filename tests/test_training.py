@@ -14,8 +14,8 @@ from models.checkpoint import load_checkpoint, load_model
 
 from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script, train
 
-HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_bleu", "val_chrf", "diversity",
-                "cond_gap", "lr", "epoch_time_s", "samples_per_s"}
+HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_bleu", "val_chrf",
+                "val_unique_ratio", "cond_gap", "lr", "epoch_time_s", "samples_per_s"}
 
 
 def test_two_epochs_write_every_file_with_documented_keys(tiny_run):

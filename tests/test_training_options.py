@@ -40,7 +40,7 @@ def test_identity_encoder_on_sonar_embeddings(tmp_path):
     train(data, out, "--epochs", "1", "--identity_encoder")
     model, _, _ = load_model(out / "last_model.pt")
     assert model.parameter_counts()["encoder"] == 0
-    assert model.encoder.config.identity
+    assert model.encoder.config.kind == "identity"
 
 
 def test_skip_missing_trains_on_the_rest(tiny_data, tmp_path):

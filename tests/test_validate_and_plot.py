@@ -178,7 +178,7 @@ def test_seed_group_is_one_row_with_mean_and_std(seed_runs, projection_run, tmp_
     bests = [max(json.loads((r / "training_history.json").read_text()),
                  key=lambda e: e["val_bleu"]) for r in seed_runs]
     for column, key, decimals in (("BLEU", "val_bleu", 2), ("chrF", "val_chrf", 1),
-                                  ("unique", "diversity", 2), ("cond_gap", "cond_gap", 3)):
+                                  ("unique", "val_unique_ratio", 2), ("cond_gap", "cond_gap", 3)):
         values = [b[key] for b in bests]
         mean = sum(values) / 3
         std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5  # sample std, by hand
@@ -243,6 +243,6 @@ def test_attention_plot_has_one_row_per_latent(tiny_run, projection_run, tiny_da
         assert png_size(out / "attention" / f"{sample_id}.png")[1] > 0
     pooled = validate(projection_run, tiny_data, tmp_path / "p", "--attention_plot", "2",
                       check=False)
-    assert_user_error(pooled, "--attention_plot needs a Perceiver that reads the encoder's "
-                              "token states")
+    assert_user_error(pooled, "--attention_plot needs a bridge with an attention map "
+                              "(perceiver) that reads the encoder's token states")
     assert not (tmp_path / "p").exists()

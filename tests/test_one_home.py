@@ -1,0 +1,132 @@
+"""One home per idea: a third bridge is one register_bridge() call, a new metric one change in
+evaluation/metrics.py; old checkpoints and files keep loading under the new names."""
+import json
+import subprocess
+import sys
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from models import FeatureEncoder, FeatureEncoderConfig, SonarT5Config
+from models.checkpoint import load_checkpoint
+from models.encoders import load_encoder
+from models.feature_encoder import save_feature_encoder
+
+from .conftest import ENV, ROOT, assert_user_error, train_argv
+
+
+def run_with(patch, script, *argv):
+    """Run one of the scripts in a fresh interpreter after `patch` (Python source) ran: what
+    a user's own module registering a bridge or a metric would do before the script runs."""
+    code = (f"import sys; sys.argv = [{script!r}] + {list(map(str, argv))!r}\n{patch}\n"
+            f"import runpy; runpy.run_path({script!r}, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+def validate_with(patch, run, data, output, *extra):
+    return run_with(patch, "validate_perceiver_model.py", "--checkpoint", run / "best_model.pt",
+                    "--features", data / "features" / "val", "--manifest",
+                    data / "manifests" / "val.tsv", "--output", output, *extra)
+
+
+TOY_BRIDGE = '''
+import torch
+from torch import nn
+from models import Bridge, register_bridge
+
+class MeanBridge(nn.Module):
+    """The mean of the encoder states, projected to T5's width, plus a learned vector per
+    prefix position."""
+    def __init__(self, input_dim, output_dim, num_latents):
+        super().__init__()
+        self.proj = nn.Linear(input_dim, output_dim)
+        self.positions = nn.Parameter(torch.zeros(num_latents, output_dim))
+
+    def forward(self, states, mask):
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return self.proj(mean).unsqueeze(1) + self.positions
+
+register_bridge("mean", Bridge(
+    "Mean bridge", lambda config, d_model, input_dim: MeanBridge(input_dim, d_model,
+                                                                 config.num_latents),
+    default_input="pooled", no_decay=("positions",)))
+'''
+
+
+def test_a_third_bridge_registered_in_this_file_trains_validates_and_tables(tiny_data,
+                                                                          tmp_path):
+    run = tmp_path / "mean_bridge"
+    trained = run_with(TOY_BRIDGE, "train_sonar_with_t5.py",
+                       *train_argv(tiny_data, run, "--bridge", "mean", "--epochs", 1))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    config = json.loads((run / "config.json").read_text())["model_config"]
+    assert (config["bridge"], config["resampler_input"]) == ("mean", "pooled")  # its default
+    groups = {g["name"]: len(g["params"])
+              for g in load_checkpoint(run / "last_model.pt")["optimizer"]["param_groups"]}
+    assert (groups["bridge"], groups["bridge_no_decay"]) == (1, 2)  # positions: no decay
+
+    validation = tmp_path / "validation"
+    validated = validate_with(TOY_BRIDGE, run, tiny_data, validation)
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    assert json.loads((validation / "validation_summary.json").read_text())["num_samples"] == 24
+    tabled = run_with(TOY_BRIDGE, "plot_training_curves.py", "--table", run, validation,
+                      "--output", tmp_path / "results")
+    assert tabled.returncode == 0, tabled.stderr[-2000:]
+    rows = [line for line in (tmp_path / "results.md").read_text().splitlines()
+            if "mean_bridge" in line]
+    assert len(rows) == 2 and all("| mean " in row and "| pooled " in row for row in rows)
+    refused = validate_with(TOY_BRIDGE, run, tiny_data, tmp_path / "plots", "--attention_plot", 1)
+    assert_user_error(refused, "needs a bridge with an attention map (perceiver)")
+
+
+TOY_METRIC = '''
+import evaluation.metrics as metrics
+measured = metrics.translation_metrics
+def with_toy(hypotheses, references):
+    return {**measured(hypotheses, references), "toy": 0.5}
+metrics.translation_metrics = with_toy
+'''
+
+
+def test_a_metric_added_in_one_place_reaches_every_consumer(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    trained = run_with(TOY_METRIC, "train_sonar_with_t5.py",
+                       *train_argv(tiny_data, run, "--epochs", 1, "--report_to", "tensorboard"))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "unique 4%  toy 0.5  cond_gap" in trained.stdout  # the epoch line
+    assert json.loads((run / "training_history.json").read_text())[0]["val_toy"] == 0.5
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("val/toy")] == [0.5]  # the trackers
+    validation = tmp_path / "validation"
+    validated = validate_with(TOY_METRIC, run, tiny_data, validation)
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    assert "toy: 0.500" in validated.stdout
+    assert json.loads((validation / "validation_summary.json").read_text())["toy"] == 0.5
+    tabled = run_with(TOY_METRIC, "plot_training_curves.py", "--table", run, validation,
+                      "--output", tmp_path / "results")
+    assert tabled.returncode == 0, tabled.stderr[-2000:]
+    header, _, *rows = (tmp_path / "results.md").read_text().splitlines()
+    column = [c.strip() for c in header.split("|")].index("toy")
+    assert [row.split("|")[column].strip() for row in rows] == ["0.5", "0.5"]
+
+
+def test_old_names_still_load(tmp_path):
+    """Encoder files, encoder configs and model configs written under the old names."""
+    encoder = FeatureEncoder(FeatureEncoderConfig(input_dim=16, d_model=32, num_layers=1,
+                                                  num_heads=4))
+    path = tmp_path / "encoder.pt"
+    save_feature_encoder(encoder, path)
+    assert torch.load(path, weights_only=True)["kind"] == "feature_encoder"
+    old = torch.load(path, weights_only=True)
+    torch.save({**old, "kind": "sonar_encoder"}, path)  # what feature encoder files said
+    assert isinstance(load_encoder(path), FeatureEncoder)
+    identity = FeatureEncoderConfig.from_dict({"kind": "feature", "identity": True,
+                                               "input_dim": 1024})
+    assert identity.kind == "identity" and identity.is_identity
+    config = SonarT5Config.from_dict({"encoder": {}, "t5": {}, "bridge": "perceiver"})
+    assert config.resampler_input == "pooled"  # checkpoints without it read pooled
+    assert SonarT5Config(encoder={}, t5={}, bridge="projection").resampler_input == "pooled"
+    assert SonarT5Config(encoder={}, t5={}).resampler_input == "tokens"  # the bridge's own
