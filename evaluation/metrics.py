@@ -1,8 +1,11 @@
-"""The numbers: sacrebleu BLEU and chrF, diversity (mode collapse), lengths, verdicts."""
+"""The numbers: BLEU-1..4 under the field's two conventions, chrF (sacrebleu), ROUGE-L
+(rouge-score), diversity (mode collapse), lengths, verdicts."""
+import importlib.metadata
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
 COLLAPSE_UNIQUE_RATIO = 0.5  # below 50% unique translations the model has collapsed (the original guide's threshold)
@@ -18,21 +21,52 @@ BLEU_VERDICTS = (
 )
 
 
+# The field scores BLEU two ways, and a number is comparable only with numbers scored the same
+# way. BLEU-n is the cumulative score with the maximum n-gram order set to n, as both report it.
+BLEU_CONVENTIONS = {
+    # ssvp_slt (translation/engine_translation.py) and sacrebleu's defaults: 13a tokenisation,
+    # cased, exponential smoothing. "bleu" alone is its BLEU-4, the headline number.
+    "bleu": dict(tokenize="13a", smooth_method="exp"),
+    # Uni-Sign (SLRT_metrics.bleu): its vendored sacrebleu's raw_corpus_bleu, no tokenisation,
+    # floor smoothing with a floor of 0, effective order.
+    "raw_bleu": dict(tokenize="none", smooth_method="floor", smooth_value=0.0,
+                     effective_order=True),
+}
+ROUGE_SIGNATURE = f"rouge-score {importlib.metadata.version('rouge-score')}|rougeL|F1|no stemmer|" \
+                  "mean over sentences"
+
+
 def translation_metrics(hypotheses, references):
-    """Every corpus-level measure of a set of translations -> {name: value}, and for those
-    with one, sacrebleu's signature as {name}_signature (so a reader knows how to compare).
+    """Every corpus-level measure of a set of translations -> {name: value}, and each one's
+    signature as {name}_signature (sacrebleu's, so a reader knows how to compare).
 
     The one place a metric is added. Everything else takes what this returns, by name: the
     epoch record (val_{name}) and its console line, the trackers (val/{name}), the
     validation summary ({name}), the results table and the model card. How a metric is shown
     is METRIC_DISPLAY's entry below (a default otherwise).
     """
-    bleu, chrf = BLEU(), CHRF()
-    return {"bleu": bleu.corpus_score(hypotheses, [references]).score,
-            "bleu_signature": str(bleu.get_signature()),
-            "chrf": chrf.corpus_score(hypotheses, [references]).score,
-            "chrf_signature": str(chrf.get_signature()),
-            "unique_ratio": diversity(hypotheses)["unique_ratio"]}
+    found = {}
+    for prefix, settings in BLEU_CONVENTIONS.items():
+        for order in range(1, 5):
+            bleu = BLEU(max_ngram_order=order, **settings)
+            name = "bleu" if (prefix, order) == ("bleu", 4) else f"{prefix}{order}"
+            found[name] = bleu.corpus_score(hypotheses, [references]).score
+            found[f"{name}_signature"] = str(bleu.get_signature())
+    chrf = CHRF()
+    found["chrf"] = chrf.corpus_score(hypotheses, [references]).score
+    found["chrf_signature"] = str(chrf.get_signature())
+    found["rouge_l"] = rouge_l(hypotheses, references)
+    found["rouge_l_signature"] = ROUGE_SIGNATURE
+    found["unique_ratio"] = diversity(hypotheses)["unique_ratio"]
+    return found
+
+
+def rouge_l(hypotheses, references):
+    """ROUGE-L F1 x 100, the mean over sentences (rouge-score, as ssvp_slt's HF evaluate)."""
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    scores = [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(hypotheses,
+                                                                           references)]
+    return 100 * sum(scores) / len(scores) if scores else 0.0
 
 
 @dataclass(frozen=True)
@@ -40,10 +74,16 @@ class Display:
     label: str  # in tables and the epoch line
     line_format: str  # in the epoch line
     decimals: int  # in tables
+    headline: bool = True  # in the epoch line and the table by default
 
 
-METRIC_DISPLAY = {"bleu": Display("BLEU", "{:.2f}", 2), "chrf": Display("chrF", "{:.1f}", 1),
-                  "unique_ratio": Display("unique", "{:.0%}", 2)}
+METRIC_DISPLAY = {
+    "bleu": Display("BLEU", "{:.2f}", 2), "chrf": Display("chrF", "{:.1f}", 1),
+    "rouge_l": Display("ROUGE-L", "{:.1f}", 1), "unique_ratio": Display("unique", "{:.0%}", 2),
+    **{f"bleu{n}": Display(f"BLEU-{n}", "{:.2f}", 2, headline=False) for n in (1, 2, 3)},
+    **{f"raw_bleu{n}": Display(f"raw BLEU-{n}", "{:.2f}", 2, headline=n == 4)
+       for n in (1, 2, 3, 4)},
+}
 
 
 def display(name):
@@ -59,9 +99,11 @@ def epoch_metrics(record):
     return found
 
 
-def metric_names():
-    """The measures translation_metrics() returns, in its order (signatures aside)."""
-    return [k for k in translation_metrics(["a b"], ["a b"]) if not k.endswith("_signature")]
+def metric_names(headline_only=False):
+    """The measures translation_metrics() returns, in its order (signatures aside); with
+    headline_only, those shown in the epoch line and the table by default."""
+    return [k for k in translation_metrics(["a b"], ["a b"]) if not k.endswith("_signature")
+            and (display(k).headline or not headline_only)]
 
 
 def _distinct(hypotheses, n):

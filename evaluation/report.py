@@ -120,9 +120,10 @@ SETTING_COLUMNS = ("run", "bridge", "resampler_input", "num_latents", "num_layer
 
 
 def metric_columns():
-    """{column: decimals}: every translation metric (evaluation/metrics.py), by its label,
-    then the conditioning gap."""
-    return {**{display(n).label: display(n).decimals for n in metric_names()}, "cond_gap": 3}
+    """{column: decimals}: the headline translation metrics (evaluation/metrics.py), by their
+    labels, then the conditioning gap."""
+    return {**{display(n).label: display(n).decimals for n in metric_names(headline_only=True)},
+            "cond_gap": 3}
 # Flags that do not change what a run learns: runs that differ only in these are repeats of
 # one experiment, and then a seed group if their seeds differ.
 BOOKKEEPING_ARGS = {"seed", "output_dir", "resume", "overwrite", "config", "report_to",
@@ -196,7 +197,7 @@ def table_row(path):
         # summaries before unique_ratio was a metric kept it in their diversity report
         found = {"unique_ratio": summary["diversity"]["unique_ratio"], **summary}
         scores = {"best_epoch": summary.get("epoch"), "cond_gap": summary.get("cond_gap"),
-                  **{display(n).label: found.get(n) for n in metric_names()}}
+                  **{display(n).label: found.get(n) for n in metric_names(True)}}
     else:
         run_dir = path
         generation = None  # the settings its validation used during training
@@ -204,7 +205,7 @@ def table_row(path):
         best = max(history, key=lambda r: r["val_bleu"])
         found = epoch_metrics(best)
         scores = {"best_epoch": best["epoch"], "cond_gap": best.get("cond_gap"),
-                  **{display(n).label: found.get(n) for n in metric_names()}}
+                  **{display(n).label: found.get(n) for n in metric_names(True)}}
     config = read_json(run_dir / "config.json")
     m, a = config["model_config"], config["args"]
     if generation is None:

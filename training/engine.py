@@ -199,7 +199,7 @@ def report_epoch(record, collapsed, history, args, say):
     """The epoch's line, its sample translations, and the mode-collapse warnings."""
     r = record
     shown = "  ".join(f"{display(k).label} {display(k).line_format.format(v)}"
-                      for k, v in epoch_metrics(r).items())
+                      for k, v in epoch_metrics(r).items() if display(k).headline)
     say(f"epoch {r['epoch']}/{args.epochs}  train_loss {_num(r['train_loss'])}  "
         f"val_loss {r['val_loss']:.4f}  {shown}  cond_gap {r['cond_gap']:.3f}  "
         f"lr {r['lr']:.2e}  {r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s)")
