@@ -5,11 +5,12 @@ from pathlib import Path
 
 from common.files import atomic_write, write_json
 from data.dataset import Collator, FeatureDataset, make_loader
-
 from data.encoder_cache import cached_loaders
+
 from .generation import GenerationSettings, run_evaluation
 from .metrics import (bleu_verdict, display, diversity, diversity_verdict, length_stats,
                       metric_names, translation_metrics)
+from .significance import confidence_intervals
 
 
 def validation_dataset(model, args):
@@ -48,6 +49,8 @@ def validate_checkpoint(model, tokenizer, ckpt, dataset, args, device, precision
                     "references": length_stats(references)},
         "verdict": verdict, "suggested_action": action,
         "diversity_verdict": diversity_verdict(div),
+        # 95% bootstrap intervals (sacrebleu's paired bootstrap, 1000 resamples of sentences)
+        "confidence_95": confidence_intervals(hypotheses, references),
         "val_loss": result["val_loss"], "cond_gap": result["cond_gap"],
         "generation": vars(settings), "max_frames": dataset.max_frames,
         "samples_per_s": len(dataset) / elapsed,
@@ -76,7 +79,9 @@ def format_report(summary, references, hypotheses, num_samples):
     lines = [rule, "VALIDATION RESULTS", rule]
     for name in metric_names():  # each with its signature, where it has one
         signature = summary.get(f"{name}_signature")
+        interval = summary.get("confidence_95", {}).get(name)
         lines.append(f"{display(name).label}: {summary[name]:.{display(name).decimals}f}"
+                     + (f" (95% CI {interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
                      + (f"   ({signature})" if signature else ""))
     lines += [f"samples: {summary['num_samples']}   ({summary['samples_per_s']:.1f} samples/s)",
              f"validation loss: {summary['val_loss']:.4f}   conditioning gap: "
