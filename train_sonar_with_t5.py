@@ -26,6 +26,7 @@ from common.errors import cli_main
 from common.precision import guard_t5_fp16
 from data.encoder_cache import cached_loaders
 from evaluation.generation import GenerationSettings
+from evaluation.validate import RESULTS_DIR, score_best_checkpoint
 from models.checkpoint import load_model
 from training.args import parse_args
 from training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
@@ -143,25 +144,48 @@ def main(argv=None):
         # gloo thread and this one can wait for each other at exit.
         del train_model
         if dist.is_main:
-            print_next_steps(args, state, history)
+            scored = None if args.skip_final_scoring else score_best_checkpoint(
+                args.output_dir, final_splits(args), device=device, precision="fp32",
+                batch_size=args.eval_batch_size or args.batch_size,
+                num_workers=args.num_workers, skip_missing=args.skip_missing, say=say)
+            print_next_steps(args, state, history, scored)
 
 
 COMPILE_NOTE = ("--compile: the first batches of each new shape compile (a minute or more) "
                 "before training runs at full speed")
 
 
-def print_next_steps(args, state, history):
+def final_splits(args):
+    """What the best checkpoint is scored on when training ends: {split: (features,
+    manifest)}, the test split where one was given (--demo has one)."""
+    splits = {"val": (args.val_features, args.val_manifest)}
+    if args.test_manifest:
+        splits["test"] = (args.test_features, args.test_manifest)
+    return splits
+
+
+def print_next_steps(args, state, history, scored):
     out = Path(args.output_dir)
     print(f"\nbest validation BLEU {state.best_bleu:.2f} at epoch {state.best_epoch} "
           f"({len(history)} epochs); outputs in {out}/: config.json, training_history.json, "
           "best_model.pt, last_model.pt, train_log.jsonl")
-    test = getattr(args, "test_manifest", None)  # the demo's held-out split
-    features, manifest = ((args.test_features, test) if test and Path(test).is_file()
+    if scored:
+        print(f"best_model.pt scored on {' and '.join(scored)}: {out / RESULTS_DIR}/SPLIT/ "
+              "holds validation_summary.json (metrics, 95% intervals, signatures) and "
+              "translations.txt (id, reference, translation)")
+    split = "test" if args.test_manifest else "val"
+    features, manifest = ((args.test_features, args.test_manifest) if args.test_manifest
                           else (args.val_features, args.val_manifest))
-    print("next:\n"
-          f"  python validate_perceiver_model.py --checkpoint {out / 'best_model.pt'} "
-          f"--features {features} --manifest {manifest} --output {out / 'validation_results'}\n"
-          f"  python plot_training_curves.py --checkpoint_dir {out}")
+    lines = [f"python plot_training_curves.py --checkpoint_dir {out}"]
+    if scored:
+        lines += [f"python plot_training_curves.py --table {out / RESULTS_DIR / split} "
+                  f"--output {out / 'results_table'}",
+                  f"python -m evaluation.significance BASELINE_RUN {out} --split {split}"
+                  "   (a run scored on the same split)"]
+    lines.append(f"python validate_perceiver_model.py --checkpoint {out / 'best_model.pt'} "
+                 f"--features {features} --manifest {manifest} --output "
+                 f"{out / 'validation_results'}   (other settings: --num_beams, ...)")
+    print("next:\n" + "\n".join("  " + line for line in lines))
     sys.stdout.flush()
 
 

@@ -13,16 +13,14 @@ wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy on
 import torch
 
 from common.cli import HelpFormatter, check_flag_ranges
-from common.device import resolve_device
 from common.errors import UserError, cli_main
 from common.files import check_output_dir_usable
-from common.precision import resolve_precision
 from evaluation.attention import check_attention_plot, write_attention_plots
 from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
-from evaluation.generation import add_generation_args
+from evaluation.generation import GenerationSettings, add_generation_args
 from evaluation.validate import (format_report, validate_checkpoint, validation_dataset,
                                  write_results)
-from models.checkpoint import load_model
+from evaluation.translate import load_translator
 
 
 def build_parser():
@@ -58,7 +56,8 @@ def build_parser():
                    help="for the first N samples, plot each Perceiver latent's attention over "
                         "the input frames (OUTPUT/attention/ID.png and .npy; needs a model "
                         "trained with --resampler_input tokens)")
-    add_generation_args(p, default_note="the checkpoint's training settings")
+    add_generation_args(p, default_note="the checkpoint's training settings, with 4 beams "
+                                        "where training validated greedily")
     return p
 
 
@@ -78,20 +77,23 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    device = resolve_device(args.device)
-    model, tokenizer, ckpt = load_model(args.checkpoint, device)
-    precision = resolve_precision(args.precision, device)
-    if args.attention_plot:
-        check_attention_plot(model, args.checkpoint, args.output)  # before translating
-    dataset = validation_dataset(model, args)
-    summary, ids, refs, hyps = validate_checkpoint(model, tokenizer, ckpt, dataset, args, device,
-                                                   precision)
+    translator = load_translator(args.checkpoint, args.device, args.precision,
+                                 **GenerationSettings.given_in(args))
+    if args.attention_plot:  # before translating
+        check_attention_plot(translator.model, args.checkpoint, args.output)
+    dataset = validation_dataset(translator, args.manifest, args.features,
+                                 max_frames=args.max_frames, limit=args.limit)
+    summary, ids, refs, hyps = validate_checkpoint(
+        translator, dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+        encoder_cache_dir=args.use_encoder_cache and args.encoder_cache_dir,
+        checkpoint=args.checkpoint)
     print(format_report(summary, refs, hyps, args.num_samples))
     summary_path, translations_path = write_results(args.output, summary, ids, refs, hyps)
     print(f"wrote {summary_path} and {translations_path}")
     if args.attention_plot:
-        plots = write_attention_plots(model, dataset, hyps, args.output, args.attention_plot,
-                                      device, precision)
+        plots = write_attention_plots(translator.model, dataset, hyps, args.output,
+                                      args.attention_plot, translator.device,
+                                      translator.precision)
         print(f"wrote {len(plots)} attention plots in {plots[0].parent}")
 
 

@@ -23,16 +23,43 @@ class GenerationSettings:
         return kwargs
 
     @classmethod
-    def from_args(cls, args, defaults=None):
-        """Flags left unset (None) fall back to `defaults` (e.g. the checkpoint's)."""
-        base = asdict(cls(**(defaults or {})))
-        given = {k: getattr(args, k) for k in base if getattr(args, k, None) is not None}
-        return cls(**{**base, **given})
+    def from_args(cls, args):
+        """Training's per-epoch validation: the flags given, else the defaults."""
+        base = asdict(cls())
+        return cls(**{**base, **{k: getattr(args, k) for k in base
+                                 if getattr(args, k, None) is not None}})
+
+    @classmethod
+    def given_in(cls, args):
+        """{field: the flag's value, or None where unset}."""
+        return {k: getattr(args, k, None) for k in asdict(cls())}
+
+    @classmethod
+    def for_scoring(cls, train_args, given=None):
+        """Scoring a checkpoint (the validation script, the end of training, a notebook): the
+        settings given (None = unset), else the ones its training validated with, but beam
+        search where training validated greedily for speed (the demo does): 4 beams."""
+        saved = {k: train_args[k] for k in asdict(cls()) if train_args.get(k) is not None}
+        if saved.get("num_beams") == 1:
+            saved["num_beams"] = cls().num_beams
+        given = {k: v for k, v in (given or {}).items() if v is not None}
+        return cls(**{**saved, **given})
+
+
+def decoding(generation):
+    """generate()'s settings in a few words: "greedy", "beam 4", "beam 4, lp 2.0"."""
+    words = ["greedy" if generation["num_beams"] == 1 else f"beam {generation['num_beams']}"]
+    for key, short, neutral in (("no_repeat_ngram_size", "no-repeat", 0),
+                                ("repetition_penalty", "rp", 1.0), ("length_penalty", "lp", 1.0)):
+        if generation.get(key, neutral) != neutral:
+            words.append(f"{short} {generation[key]}")
+    return ", ".join(words)
 
 
 def add_generation_args(parser, default_note=None):
     """The generate() flags. Unset flags stay None and fall back to the defaults
-    (training) or to the checkpoint's settings (validation): `default_note` says which."""
+    (training) or to GenerationSettings.for_scoring's (validation): `default_note` says
+    which."""
     group = parser.add_argument_group("generation")
     d = GenerationSettings()
     note = lambda value: f" (default: {default_note or value})"  # noqa: E731
@@ -51,13 +78,15 @@ def add_generation_args(parser, default_note=None):
 
 @torch.no_grad()
 def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp32",
-                   generate=True, desc="validating", show_progress=True):
+                   generate=True, desc="validating", show_progress=True,
+                   across_processes=True):
     """-> {val_loss, cond_gap, hypotheses {index: text}}.
 
     The conditioning gap (nats/token) is the loss with each prefix given to another sample
     of the batch (rolled by one) minus the loss with its own: near 0, the decoder ignores its
     input. Under torchrun the losses are summed over every process (each scores its own
-    batches); the hypotheses are this process's.
+    batches; across_processes=False: one process scores the whole loader alone); the
+    hypotheses are this process's.
     """
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, shuffled loss, tokens
@@ -68,14 +97,19 @@ def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp3
             prefix = model.prefix(**model_inputs(batch, device))
             loss = model.decoder_loss(prefix, labels, reduction="sum")
             shuffled = model.decoder_loss(prefix.roll(1, dims=0), labels, reduction="sum")
-            ids = model.generate(prefix, **settings.generate_kwargs()) if generate else None
+            texts = generate_texts(model, tokenizer, prefix, settings) if generate else []
         sums += torch.stack([loss.double(), shuffled.double(),
                              (labels != -100).sum().double()])
-        if ids is not None:
-            for index, row in zip(batch["index"].tolist(), ids.tolist()):
-                hypotheses[index] = tokenizer.decode(row[1:])  # row[0] is the start token
-    if torch_dist.is_initialized():
+        hypotheses.update(zip(batch["index"].tolist(), texts))
+    if across_processes and torch_dist.is_initialized():
         torch_dist.all_reduce(sums)
     loss, shuffled, tokens = sums.tolist()
     return {"val_loss": loss / tokens, "cond_gap": (shuffled - loss) / tokens,
             "hypotheses": hypotheses}
+
+
+def generate_texts(model, tokenizer, prefix, settings):
+    """A batch's prefixes (B, num_latents, d_model) -> B translations: generate() and
+    SentencePiece decoding, the one place either happens."""
+    ids = model.generate(prefix, **settings.generate_kwargs())
+    return [tokenizer.decode(row[1:]) for row in ids.tolist()]  # row[0] is the start token

@@ -19,6 +19,8 @@ from common.errors import UserError  # noqa: E402
 from common.files import atomic_write, read_json  # noqa: E402
 from models import BRIDGES  # noqa: E402
 
+from .experiments import experiment_key, seed_groups  # noqa: E402
+from .generation import decoding  # noqa: E402
 from .metrics import display, epoch_metrics, metric_names  # noqa: E402
 
 
@@ -124,41 +126,6 @@ def metric_columns():
     labels, then the conditioning gap."""
     return {**{display(n).label: display(n).decimals for n in metric_names(headline_only=True)},
             "cond_gap": 3}
-# Flags that do not change what a run learns: runs that differ only in these are repeats of
-# one experiment, and then a seed group if their seeds differ.
-BOOKKEEPING_ARGS = {"seed", "output_dir", "resume", "overwrite", "config", "report_to",
-                    "log_every", "encoder_cache_dir", "num_workers", "num_threads"}
-
-
-def experiment_key(config):
-    """The run's resolved flags less seed and bookkeeping; paths inside the run's own
-    directory (--demo's data) made relative to it."""
-    args = config["args"]
-    own = str(args.get("output_dir") or "")
-
-    def relative(value):
-        if own and isinstance(value, str) and value.startswith(own):
-            return "<run>" + value[len(own):]
-        return value
-
-    return json.dumps({k: relative(v) for k, v in args.items() if k not in BOOKKEEPING_ARGS},
-                      sort_keys=True, default=str)
-
-
-def seed_groups(items, key_of, seed_of):
-    """-> lists of items, in first-seen order: items with the same key and distinct seeds
-    together; an item whose seed its group already has starts a row of its own."""
-    groups = []
-    for item in items:
-        group = next((g for g in groups if key_of(g[0]) == key_of(item)
-                      and seed_of(item) not in map(seed_of, g)), None)
-        if group is None:
-            groups.append([item])
-        else:
-            group.append(item)
-    return groups
-
-
 def history_groups(run_dirs):
     """--compare: {label: [history, ...]}, seed groups labelled with their runs and n."""
     runs = [(Path(d), read_json(Path(d) / "config.json") if (Path(d) / "config.json").is_file()
@@ -168,16 +135,6 @@ def history_groups(run_dirs):
     return {(g[0][0].name if len(g) == 1 else
              f"{', '.join(d.name for d, _ in g)} (mean of {len(g)} seeds)"):
             [load_history(d) for d, _ in g] for g in groups}
-
-
-def decoding(generation):
-    """generate()'s settings in a few words: "greedy", "beam 4", "beam 4, lp 2.0"."""
-    words = ["greedy" if generation["num_beams"] == 1 else f"beam {generation['num_beams']}"]
-    for key, short, neutral in (("no_repeat_ngram_size", "no-repeat", 0),
-                                ("repetition_penalty", "rp", 1.0), ("length_penalty", "lp", 1.0)):
-        if generation.get(key, neutral) != neutral:
-            words.append(f"{short} {generation[key]}")
-    return ", ".join(words)
 
 
 def table_row(path):

@@ -2,13 +2,20 @@
 
     python -m evaluation.significance BASELINE OTHER [OTHER ...]
 
-Each argument is a validation output directory (validate_perceiver_model.py --output: its
-translations.txt), a training run directory holding one (RUN/validation_results/), or a
-translations.txt itself. Every system must have scored the same sentences, in the same order,
-with the same references. For BLEU and chrF it prints each system's score with its 95%
-confidence interval (paired bootstrap resampling of sentences) and the p-values of its
-difference from the baseline under paired bootstrap resampling and approximate randomisation
-(sacrebleu's own implementations of both, 1000 resamples by default).
+Each argument is a training run directory (its end-of-training scores, RUN/results/SPLIT/,
+--split test by default; else RUN/validation_results/), a validation output directory
+(validate_perceiver_model.py --output), or a translations.txt itself. Every system must have
+scored the same sentences, in the same order, with the same references. For BLEU and chrF it
+prints each system's score with its 95% confidence interval (paired bootstrap resampling of
+sentences) and the p-values of its difference from the baseline under paired bootstrap
+resampling and approximate randomisation (sacrebleu's own implementations of both, 1000
+resamples by default).
+
+Seed groups. Runs that differ only in --seed (as plot_training_curves.py --table groups them)
+are compared as one system: its score is the mean over the seeds (± their standard
+deviation), and the tests run on the seeds' outputs pooled, seed i of one group beside seed i
+of the other, so the p-value is about the mean over the seeds on these sentences. Groups
+compared must have the same number of seeds.
 
 Reading a p-value: it is the chance of a difference at least this large if the two systems
 were equally good on this data; p < 0.05 is the usual bar. It says nothing about another
@@ -18,6 +25,7 @@ and standard deviations (plot_training_curves.py --table) as well.
 """
 import argparse
 import logging
+import statistics
 import sys
 from pathlib import Path
 
@@ -25,21 +33,32 @@ from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 
 from common.errors import UserError, cli_main
+from common.files import read_json
+
+from .experiments import experiment_key, seed_groups
 
 METRICS = {"BLEU": BLEU, "chrF": CHRF}  # sacrebleu's defaults: the headline convention
 
 
-def read_outputs(path):
-    """-> (ids, references, hypotheses) of a translations.txt (tab-separated id, reference,
-    translation, after a header line), found from a file, a results or a run directory."""
+def find_outputs(path, split="test"):
+    """A translations.txt, a directory holding one, or a run directory: its
+    results/SPLIT/translations.txt (the end-of-training scores), else
+    validation_results/translations.txt."""
     path = Path(path)
     for candidate in (path, path / "translations.txt",
+                      path / "results" / split / "translations.txt",
                       path / "validation_results" / "translations.txt"):
         if candidate.is_file():
-            break
-    else:
-        raise UserError("no translations.txt", str(path), "pass a directory written by "
-                        "validate_perceiver_model.py --output, or a run directory holding one")
+            return candidate
+    raise UserError(f"no translations.txt (nor results/{split}/ of a run)", str(path),
+                    "pass a run directory scored when training ended, or a directory "
+                    "written by validate_perceiver_model.py --output")
+
+
+def read_outputs(path, split="test"):
+    """-> (ids, references, hypotheses) of a translations.txt (tab-separated id, reference,
+    translation, after a header line), found from a file, a results or a run directory."""
+    candidate = find_outputs(path, split)
     rows = candidate.read_text(encoding="utf-8").splitlines()[1:]
     fields = [row.split("\t") for row in rows]
     bad = next((n for n, f in enumerate(fields, 2) if len(f) != 3), None)
@@ -49,10 +68,21 @@ def read_outputs(path):
     return [f[0] for f in fields], [f[1] for f in fields], [f[2] for f in fields]
 
 
-def check_same_sentences(systems):
-    """Every system scored the baseline's sentences: same count, ids and references."""
+def scored_split(path, split="test"):
+    """The manifest a system's summary says it scored (None without a summary)."""
+    summary = find_outputs(path, split).with_name("validation_summary.json")
+    return read_json(summary).get("manifest") if summary.is_file() else None
+
+
+def check_same_sentences(systems, splits=None):
+    """Every system scored the baseline's sentences: same split (where the summaries say),
+    count, ids and references. splits: {name: the manifest it scored, or None}."""
     (base_name, (base_ids, base_refs, _)), *others = systems
     for name, (ids, refs, _) in others:
+        mine, theirs = (splits or {}).get(name), (splits or {}).get(base_name)
+        if mine and theirs and mine != theirs:
+            raise UserError(f"{name} was scored on {mine}, {base_name} on {theirs}", name,
+                            "compare systems scored on the same split")
         if len(ids) != len(base_ids):
             raise UserError(f"{name} scored {len(ids)} sentences, {base_name} {len(base_ids)}",
                             name, "compare systems scored on the same split")
@@ -103,9 +133,70 @@ def format_rows(rows, n_samples):
         for r in systems:
             p = ("baseline" if r["p_bootstrap"] is None else
                  f"p = {r['p_bootstrap']:.4f} / {r['p_randomisation']:.4f}")
+            seeds = (f"  seeds: {r['seeds'][0]:.2f} ± {r['seeds'][1]:.2f} (n={r['n']})"
+                     if "seeds" in r else "")
             lines.append(f"  {r['system']:<30} {r['score']:6.2f}  ({r['mean']:.2f} ± "
-                         f"{r['ci']:.2f})  {p}")
+                         f"{r['ci']:.2f})  {p}{seeds}")
     return "\n".join(lines)
+
+
+def run_config(outputs_file):
+    """The config.json of the run whose checkpoint wrote these outputs, or None."""
+    folder = outputs_file.parent
+    for run_dir in (folder, folder.parent, folder.parent.parent):  # validation_results, results/SPLIT
+        if (run_dir / "config.json").is_file() and (run_dir / "best_model.pt").exists():
+            return read_json(run_dir / "config.json")
+    summary = folder / "validation_summary.json"
+    if summary.is_file() and read_json(summary).get("checkpoint"):
+        config = Path(read_json(summary)["checkpoint"]).parent / "config.json"
+        return read_json(config) if config.is_file() else None
+    return None
+
+
+def group_by_seed(paths, split):
+    """[[path, ...]]: runs that differ only in --seed together (seed order), else alone."""
+    found = [(p, run_config(find_outputs(p, split))) for p in paths]
+    groups = seed_groups(found, lambda f: experiment_key(f[1]) if f[1] else f[0],
+                         lambda f: f[1]["args"].get("seed") if f[1] else None)
+    return [[p for p, _ in sorted(g, key=lambda f: f[1]["args"].get("seed") if f[1] else 0)]
+            for g in groups]
+
+
+def seed_spread(hypotheses_by_seed, references):
+    """{metric: (mean, standard deviation)} of each seed's own score."""
+    out = {}
+    for label, make in METRICS.items():
+        scores = [make().corpus_score(h, [references]).score for h in hypotheses_by_seed]
+        out[label] = (statistics.fmean(scores), statistics.stdev(scores))
+    return out
+
+
+def compare(paths, split="test", n_samples=1000):
+    """The command's work: -> rows as paired_tests returns them, each seed group's row with
+    its seeds' spread ("seeds": (mean, std), "n")."""
+    outputs = {p: read_outputs(p, split) for p in paths}
+    check_same_sentences([(p, outputs[p]) for p in paths],
+                         {p: scored_split(p, split) for p in paths})
+    references = outputs[paths[0]][1]
+    groups = group_by_seed(paths, split)
+    sizes = {len(g) for g in groups}
+    if len(sizes) > 1:
+        raise UserError(f"seed groups of different sizes ({', '.join(str(len(g)) for g in groups)}"
+                        " runs)", " ".join(paths), "compare groups with the same number of "
+                        "seeds, or pass single runs")
+    k = sizes.pop()
+    named = [(group_name(g), [h for p in g for h in outputs[p][2]]) for g in groups]
+    rows = paired_tests(named, references * k, n_samples)  # seed i beside seed i when k > 1
+    if k > 1:
+        for g, *per_metric in zip(groups, *rows.values()):
+            spread = seed_spread([outputs[p][2] for p in g], references)
+            for label, row in zip(rows, per_metric):
+                row.update(seeds=spread[label], n=k)
+    return rows
+
+
+def group_name(paths):
+    return paths[0] if len(paths) == 1 else f"{', '.join(map(str, paths))} ({len(paths)} seeds)"
 
 
 @cli_main
@@ -113,7 +204,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m evaluation.significance",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("systems", nargs="+", metavar="PATH",
-                   help="the baseline, then the systems to compare with it")
+                   help="the baseline, then the systems to compare with it (runs that "
+                        "differ only in --seed are one system)")
+    p.add_argument("--split", default="test",
+                   help="for run directories: which end-of-training scores (RUN/results/SPLIT)")
     p.add_argument("--n_samples", type=int, default=1000, help="resamples of each test")
     args = p.parse_args(argv)
     logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # its progress notes
@@ -122,11 +216,11 @@ def main(argv=None):
     if args.n_samples < 10:
         raise UserError(f"--n_samples must be at least 10 (got {args.n_samples})",
                         "command line")
-    systems = [(str(path), read_outputs(path)) for path in args.systems]
-    check_same_sentences(systems)
-    references = systems[0][1][1]
-    rows = paired_tests([(name, outputs[2]) for name, outputs in systems], references,
-                        args.n_samples)
+    rows = compare(args.systems, args.split, args.n_samples)
+    if len(next(iter(rows.values()))) < 2:
+        raise UserError("every system given is one seed group: nothing to compare it with",
+                        " ".join(args.systems), "give the baseline's runs and the other "
+                        "system's runs")
     print(format_rows(rows, args.n_samples))
 
 

@@ -7,35 +7,40 @@ from common.files import atomic_write, write_json
 from data.dataset import Collator, FeatureDataset, make_loader
 from data.encoder_cache import cached_loaders
 
-from .generation import GenerationSettings, run_evaluation
+from .generation import decoding, run_evaluation
 from .metrics import (bleu_verdict, display, diversity, diversity_verdict, length_stats,
                       metric_names, translation_metrics)
 from .significance import confidence_intervals
+from .translate import load_translator
 
 
-def validation_dataset(model, args):
-    """--manifest and --features, at the checkpoint's --max_frames unless given."""
-    max_frames = model.config.max_frames if args.max_frames is None else args.max_frames
-    return FeatureDataset(args.manifest, args.features, max_frames=max_frames,
-                          expected_dim=model.encoder.config.input_dim, limit=args.limit,
-                          skip_missing_flag=None)
+def validation_dataset(translator, manifest, features, *, max_frames=None, limit=None,
+                       skip_missing=False):
+    """A manifest and its features, at the checkpoint's --max_frames unless given."""
+    return FeatureDataset(manifest, features,
+                          max_frames=translator.max_frames if max_frames is None else max_frames,
+                          expected_dim=translator.input_dim, limit=limit,
+                          skip_missing=skip_missing, skip_missing_flag=None)
 
 
-def validate_checkpoint(model, tokenizer, ckpt, dataset, args, device, precision="fp32"):
-    """-> (summary dict, ids, references, hypotheses), in the data set's order."""
+def validate_checkpoint(translator, dataset, *, batch_size=32, num_workers=0,
+                        encoder_cache_dir=None, checkpoint=None):
+    """-> (summary dict, ids, references, hypotheses), in the data set's order.
+    encoder_cache_dir: read the encoder's states from the frozen-encoder cache there (built
+    if missing); checkpoint: the path the summary names."""
+    model, tokenizer, ckpt = translator.model, translator.tokenizer, translator.checkpoint
+    device, precision = translator.device, translator.precision
     train_args = ckpt.get("train_args", {})
-    settings = GenerationSettings.from_args(args, defaults={
-        k: train_args[k] for k in vars(GenerationSettings()) if train_args.get(k) is not None})
     loader = make_loader(dataset, Collator(tokenizer, train_args.get("max_target_length", 128)),
-                         args.batch_size, shuffle=False, num_workers=args.num_workers)
+                         batch_size, shuffle=False, num_workers=num_workers)
     cache_info = None
-    if args.use_encoder_cache:
-        (loader,), infos = cached_loaders(model, {"validation": loader},
-                                          args.encoder_cache_dir, device, precision)
+    if encoder_cache_dir:
+        (loader,), infos = cached_loaders(model, {"validation": loader}, encoder_cache_dir,
+                                          device, precision)
         cache_info = infos["validation"]
     start = time.time()
-    result = run_evaluation(model, loader, tokenizer, device, settings, precision=precision,
-                            desc="translating")
+    result = run_evaluation(model, loader, tokenizer, device, translator.settings,
+                            precision=precision, desc="translating", across_processes=False)
     elapsed = time.time() - start
     ids = [r.id for r in dataset.rows]
     references = [r.text for r in dataset.rows]
@@ -52,14 +57,48 @@ def validate_checkpoint(model, tokenizer, ckpt, dataset, args, device, precision
         # 95% bootstrap intervals (sacrebleu's paired bootstrap, 1000 resamples of sentences)
         "confidence_95": confidence_intervals(hypotheses, references),
         "val_loss": result["val_loss"], "cond_gap": result["cond_gap"],
-        "generation": vars(settings), "max_frames": dataset.max_frames,
+        "generation": vars(translator.settings), "max_frames": dataset.max_frames,
         "samples_per_s": len(dataset) / elapsed,
         # Absolute: the table tool finds the run's config.json from any directory.
-        "checkpoint": os.path.abspath(args.checkpoint), "epoch": ckpt.get("epoch"),
-        "features": os.path.abspath(args.features), "manifest": os.path.abspath(args.manifest),
-        "encoder_cache": cache_info,
+        "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+        "epoch": ckpt.get("epoch"),
+        "features": os.path.abspath(dataset.features_dir),
+        "manifest": os.path.abspath(dataset.manifest), "encoder_cache": cache_info,
     }
     return summary, ids, references, hypotheses
+
+
+RESULTS_DIR = "results"  # RUN/results/{val,test}/: the end of training's scores
+
+
+def score_best_checkpoint(run_dir, splits, *, device, precision, batch_size, num_workers,
+                          skip_missing=False, encoder_cache_dir=None, say=print):
+    """The end of training: the run's best_model.pt scored on each split ({name: (features,
+    manifest)}) with the validation script's defaults, each into RUN/results/NAME/ as
+    validate_perceiver_model.py --output writes it. -> {name: summary}."""
+    checkpoint = Path(run_dir) / "best_model.pt"
+    translator = load_translator(checkpoint, device, precision)
+    summaries = {}
+    for name, (features, manifest) in splits.items():
+        dataset = validation_dataset(translator, manifest, features, skip_missing=skip_missing)
+        summary, ids, refs, hyps = validate_checkpoint(
+            translator, dataset, batch_size=batch_size, num_workers=num_workers,
+            encoder_cache_dir=encoder_cache_dir, checkpoint=checkpoint)
+        write_results(Path(run_dir) / RESULTS_DIR / name, summary, ids, refs, hyps)
+        say(f"{name}: {score_line(summary)}")
+        summaries[name] = summary
+    return summaries
+
+
+def score_line(summary):
+    """The headline metrics in one line, BLEU's and chrF's with their 95% intervals."""
+    parts = []
+    for name in metric_names(headline_only=True):
+        interval = summary.get("confidence_95", {}).get(name)
+        parts.append(f"{display(name).label} {display(name).line_format.format(summary[name])}"
+                     + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else ""))
+    return f"{'  '.join(parts)}  ({summary['num_samples']} sentences, " \
+           f"{decoding(summary['generation'])})"
 
 
 def write_results(output, summary, ids, references, hypotheses):

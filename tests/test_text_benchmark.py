@@ -98,11 +98,8 @@ def test_benchmark_commands(tmp_path):
     assert flags["--bridge"] == "projection" and flags["--identity_encoder"] is True
     assert flags["--time_budget"] == "15" and flags["--seed"] == "2"
     assert flags["--config"].endswith("configs/scratch_decoder.yaml") and flags["--word_dropout"] == "0.1"
-    test = text_benchmark.test_command(tmp_path, "tokens", tmp_path / "run", 1)
-    flags = flag_values(test)
-    assert flags["--features"] == str(tmp_path / "features_tokens" / "test")
-    assert flags["--checkpoint"] == str(tmp_path / "run" / "best_model.pt")
-    assert flags["--num_beams"] == "4"  # the test split is scored as validation's default does
+    assert flags["--test_features"] == str(tmp_path / "features_embedding" / "test")
+    assert flags["--test_manifest"] == str(tmp_path / "manifests" / "test.tsv")
 
 
 def test_the_benchmark_command_trains_scores_the_test_split_and_makes_the_table(
@@ -123,7 +120,7 @@ def test_the_benchmark_command_trains_scores_the_test_split_and_makes_the_table(
     table = (out / "defaults" / "results.md").read_text()
     row = [line for line in table.splitlines() if "_seed1, " in line]
     assert len(row) == 1 and "| projection |" in row[0] and "±" in row[0]  # two seeds, one row
-    summary = json.loads((out / "defaults" / runs[0] / "test" / "validation_summary.json")
+    summary = json.loads((out / "defaults" / runs[0] / "results" / "test" / "validation_summary.json")
                          .read_text())
     assert summary["num_samples"] == 2 and summary["generation"]["num_beams"] == 4
     # Finished runs are skipped: a second call trains nothing and makes the same table.

@@ -38,6 +38,9 @@ def check_args(args):
             if not getattr(args, features, None):
                 setattr(args, features, str(paths[split][0]))
                 setattr(args, manifest, str(paths[split][1]))
+    if bool(args.test_features) != bool(args.test_manifest):
+        raise UserError("--test_features and --test_manifest go together", "command line",
+                        "give both (the test split scored when training ends), or neither")
     missing = [f"--{f}" for f in DATA_FLAGS if not getattr(args, f)]
     if missing:
         raise UserError(f"missing {', '.join(missing)}", "command line",
@@ -75,6 +78,10 @@ def build_parser():
     data.add_argument("--train_manifest", help="training TSV manifest")
     data.add_argument("--val_features", help="directory of validation feature files")
     data.add_argument("--val_manifest", help="validation TSV manifest")
+    data.add_argument("--test_features", help="directory of test feature files: with "
+                      "--test_manifest, the best checkpoint is scored on the test split "
+                      "when training ends (OUTPUT/results/test/)")
+    data.add_argument("--test_manifest", help="test TSV manifest")
     data.add_argument("--max_frames", type=int, default=0,
                       help="uniformly subsample longer sequences to this many frames (0 = off)")
     data.add_argument("--normalize_features", action="store_true",
@@ -171,6 +178,10 @@ def build_parser():
                             help="validation batch size (default: --batch_size)")
     evaluation.add_argument("--patience", type=int, default=0,
                             help="stop after this many epochs without a BLEU gain (0 = off)")
+    evaluation.add_argument("--skip_final_scoring", action="store_true",
+                            help="do not score the best checkpoint when training ends (by "
+                                 "default: on the validation and test splits with the "
+                                 "validation script's settings, into OUTPUT/results/)")
     add_generation_args(p)
 
     run = p.add_argument_group("run")
