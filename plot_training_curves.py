@@ -4,15 +4,19 @@
     python plot_training_curves.py --checkpoint_dir runs/x            # runs/x/training_curves.png
     python plot_training_curves.py --compare runs/a runs/b --output compare.png
     python plot_training_curves.py --table runs/a runs/b --output results   # .md and .tex
+    python plot_training_curves.py --by_length runs/a runs/b --output by_length.png
 """
 import argparse
 from pathlib import Path
 
 from common.errors import UserError, cli_main
 from common.files import atomic_write
-from evaluation.report import (check_figure_path, check_parent_dir, format_summary,
-                               history_groups, load_history, plot_comparison, plot_run,
-                               results_table, summarize, to_latex, to_markdown)
+from evaluation.metrics import metric_names
+from evaluation.report import (bleu_by_length, check_figure_path, check_parent_dir,
+                               column_names, format_summary, history_groups, load_history,
+                               plot_bleu_by_length, plot_comparison, plot_run, results_table,
+                               summarize, to_latex, to_markdown)
+from evaluation.significance import read_outputs
 
 
 def parse_args(argv=None):
@@ -26,13 +30,28 @@ def parse_args(argv=None):
                       help="results table from run directories and/or validation summaries "
                            "(validation_summary.json or its directory); runs that differ only "
                            "in --seed make one row: mean ± std over the seeds, and n")
+    what.add_argument("--by_length", nargs="+", metavar="PATH",
+                      help="BLEU by reference length (buckets of words) of one or more scored "
+                           "runs: run directories (their end-of-training scores, --split), "
+                           "validation output directories or translations.txt files")
+    p.add_argument("--columns", nargs="+", metavar="NAME",
+                   help="--table's metric columns (default: BLEU, raw BLEU-4, chrF, ROUGE-L, "
+                        "unique, cond_gap): 'all', or names from: " + ", ".join(
+                            [*metric_names(), "cond_gap"]))
+    p.add_argument("--split", default="test",
+                   help="--by_length: which end-of-training scores of a run directory "
+                        "(RUN/results/SPLIT)")
     p.add_argument("--output", help="PNG path (default: CHECKPOINT_DIR/training_curves.png, "
-                                    "or training_curves_comparison.png); for --table the "
-                                    "path stem of the .md and .tex files (default: results)")
+                                    "or training_curves_comparison.png, or bleu_by_length.png); "
+                                    "for --table the path stem of the .md and .tex files "
+                                    "(default: results)")
     args = p.parse_args(argv)
+    if args.columns and not args.table:
+        raise UserError("--columns only applies with --table", "command line")
     if args.table:
+        column_names(args.columns)  # an unknown name: before any run is read
         check_parent_dir(args.output or "results", "--output")
-    elif args.output or args.compare or Path(args.checkpoint_dir).is_dir():
+    elif args.output or args.compare or args.by_length or Path(args.checkpoint_dir).is_dir():
         # before any history is read (a read-only run directory needs --output elsewhere)
         check_figure_path(args.output or default_figure(args), "--output")
     return args
@@ -41,6 +60,8 @@ def parse_args(argv=None):
 def default_figure(args):
     if args.compare:
         return Path("training_curves_comparison.png")
+    if args.by_length:
+        return Path("bleu_by_length.png")
     return Path(args.checkpoint_dir) / "training_curves.png"
 
 
@@ -52,15 +73,22 @@ def write_text(path, text):
 def main(argv=None):
     args = parse_args(argv)
     if args.table:
-        frame = results_table(args.table)
+        frame, notes = results_table(args.table, args.columns)
         stem = Path(args.output or "results")
-        markdown, latex = to_markdown(frame), to_latex(frame)
+        markdown, latex = to_markdown(frame, notes), to_latex(frame, notes)
         write_text(stem.with_suffix(".md"), markdown + "\n")
         write_text(stem.with_suffix(".tex"), latex)
         print(markdown)
         print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.tex')}")
         return
-    if args.compare:
+    if args.by_length:
+        systems = {str(path): bleu_by_length(*read_outputs(path, args.split)[1:])
+                   for path in args.by_length}
+        output = Path(args.output or default_figure(args))
+        plot_bleu_by_length(systems, output)
+        for name, rows in systems.items():
+            print(f"{name}: " + "  ".join(f"{b} ({n}) {v:.2f}" for b, n, v in rows))
+    elif args.compare:
         if len({Path(d).name for d in args.compare}) < len(args.compare):
             raise UserError("two runs share a directory name", " ".join(args.compare),
                             "their curves would carry the same label; rename one")

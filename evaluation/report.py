@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from sacrebleu.metrics import BLEU  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
 from common.files import atomic_write, read_json  # noqa: E402
@@ -116,16 +117,79 @@ def _finish(fig, axes, title, output):
     plt.close(fig)
 
 
+# -- BLEU by reference length ----------------------------------------------------------------
+LENGTH_BUCKETS = ((1, 5), (6, 10), (11, 15), (16, 20), (21, 30), (31, None))  # words
+
+
+def bleu_by_length(references, hypotheses):
+    """-> [(bucket label, sentences, BLEU of those sentences)], by the reference's length in
+    words; buckets with no sentence are left out."""
+    rows = []
+    for low, high in LENGTH_BUCKETS:
+        pairs = [(r, h) for r, h in zip(references, hypotheses)
+                 if low <= len(r.split()) and (high is None or len(r.split()) <= high)]
+        if pairs:
+            refs, hyps = zip(*pairs)
+            rows.append((f"{low}-{high}" if high else f"{low}+", len(pairs),
+                         BLEU().corpus_score(list(hyps), [list(refs)]).score))
+    return rows
+
+
+def plot_bleu_by_length(systems, output):
+    """systems: {label: [(bucket, sentences, BLEU)]} -> grouped bars, one colour a system,
+    each bucket's sentence count under its name."""
+    buckets = [f"{lo}-{hi}" if hi else f"{lo}+" for lo, hi in LENGTH_BUCKETS]
+    counts = {}
+    for rows in systems.values():
+        counts.update({b: n for b, n, _ in rows})
+    shown = [b for b in buckets if b in counts]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(shown) + 2), 4.5))
+    width = 0.8 / len(systems)
+    for i, (name, rows) in enumerate(systems.items()):
+        bleu = dict((b, v) for b, _, v in rows)
+        ax.bar([x + i * width - 0.4 + width / 2 for x in range(len(shown))],
+               [bleu.get(b, float("nan")) for b in shown], width, label=name)
+    ax.set_xticks(range(len(shown)), [f"{b}\n({counts[b]})" for b in shown])
+    ax.set(xlabel="reference length in words (sentences)", ylabel="BLEU",
+           title="BLEU by reference length")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    fmt = Path(output).suffix.lstrip(".").lower()
+    atomic_write(output, lambda f: fig.savefig(f, dpi=150, format=fmt))
+    plt.close(fig)
+
+
 # -- results table ---------------------------------------------------------------------------
 SETTING_COLUMNS = ("run", "bridge", "resampler_input", "num_latents", "num_layers", "frozen",
                    "word_dropout", "parameters", "decoding", "n", "best_epoch")
 
 
-def metric_columns():
-    """{column: decimals}: the headline translation metrics (evaluation/metrics.py), by their
-    labels, then the conditioning gap."""
-    return {**{display(n).label: display(n).decimals for n in metric_names(headline_only=True)},
-            "cond_gap": 3}
+def column_names(choice=None):
+    """--columns: the measures a table shows (metric names, and cond_gap): None = the
+    headline ones, ["all"] = every one."""
+    every = [*metric_names(), "cond_gap"]
+    if not choice:
+        return [*metric_names(headline_only=True), "cond_gap"]
+    if "all" in choice:
+        if len(choice) > 1:
+            raise UserError("--columns all stands alone", "command line",
+                            "give 'all', or the names you want")
+        return every
+    unknown = [c for c in choice if c not in every]
+    if unknown:
+        raise UserError(f"unknown --columns {', '.join(unknown)}", "command line",
+                        f"choose from: all, {', '.join(every)}")
+    return list(choice)
+
+
+def metric_columns(names):
+    """{column label: decimals} of these measures."""
+    return {label(n): (3 if n == "cond_gap" else display(n).decimals) for n in names}
+
+
+def label(name):
+    return "cond_gap" if name == "cond_gap" else display(name).label
 def history_groups(run_dirs):
     """--compare: {label: [history, ...]}, seed groups labelled with their runs and n."""
     runs = [(Path(d), read_json(Path(d) / "config.json") if (Path(d) / "config.json").is_file()
@@ -154,7 +218,7 @@ def table_row(path):
         # summaries before unique_ratio was a metric kept it in their diversity report
         found = {"unique_ratio": summary["diversity"]["unique_ratio"], **summary}
         scores = {"best_epoch": summary.get("epoch"), "cond_gap": summary.get("cond_gap"),
-                  **{display(n).label: found.get(n) for n in metric_names(True)}}
+                  **{label(n): found.get(n) for n in metric_names()}}
     else:
         run_dir = path
         generation = None  # the settings its validation used during training
@@ -162,7 +226,7 @@ def table_row(path):
         best = max(history, key=lambda r: r["val_bleu"])
         found = epoch_metrics(best)
         scores = {"best_epoch": best["epoch"], "cond_gap": best.get("cond_gap"),
-                  **{display(n).label: found.get(n) for n in metric_names(True)}}
+                  **{label(n): found.get(n) for n in metric_names()}}
     config = read_json(run_dir / "config.json")
     m, a = config["model_config"], config["args"]
     if generation is None:
@@ -175,7 +239,8 @@ def table_row(path):
             "frozen": "yes" if a["freeze_encoder"] else "no",
             "word_dropout": a.get("word_dropout", 0.0),
             "parameters": f"{config['parameters']['total'] / 1e6:.1f}M",
-            "decoding": decoding(generation), **scores}
+            "decoding": decoding(generation), **scores,
+            "signatures": {n: found.get(f"{n}_signature") for n in metric_names()}}
 
 
 def bridge_layers(model_config):
@@ -184,13 +249,48 @@ def bridge_layers(model_config):
     return (bridge and bridge.fixed_layers) or model_config["num_layers"]
 
 
-def results_table(paths):
-    """One row per run, or per seed group: its metrics as mean ± standard deviation (n - 1)."""
-    rows = seed_groups([table_row(p) for p in paths], lambda r: r["experiment"],
-                       lambda r: r["seed"])
-    columns = metric_columns()
-    return pd.DataFrame([group_row(g, columns) for g in rows],
-                        columns=[*SETTING_COLUMNS, *columns])
+def results_table(paths, columns=None):
+    """-> (frame, notes): one row per run, or per seed group, its metrics as mean ± standard
+    deviation (n - 1); columns: column_names(); notes: how each shown metric was computed
+    (the conventions and signatures), for the caption."""
+    names = column_names(columns)
+    found = [table_row(p) for p in paths]
+    rows = seed_groups(found, lambda r: r["experiment"], lambda r: r["seed"])
+    shown = metric_columns(names)
+    frame = pd.DataFrame([group_row(g, shown) for g in rows],
+                         columns=[*SETTING_COLUMNS, *shown])
+    return frame, metric_notes(names, found)
+
+
+def metric_notes(names, rows):
+    """One note per convention or metric shown: its name and its signature(s) as the rows
+    recorded them (older runs may lack some)."""
+    notes = []
+    for family, title in METRIC_FAMILIES:
+        members = [n for n in names if n != "cond_gap" and metric_family(n) == family]
+        if not members:
+            continue
+        signatures = sorted({r["signatures"].get(n) for r in rows for n in members} - {None})
+        notes.append(f"{', '.join(label(n) for n in members)}: {title}"
+                     + (f"; {' / '.join(signatures)}" if signatures else ""))
+    return notes
+
+
+# How the table's caption names each metric's convention.
+METRIC_FAMILIES = (
+    ("bleu", "ssvp_slt's convention (sacrebleu's defaults: 13a tokenisation, exponential "
+             "smoothing), BLEU-n cumulative to order n"),
+    ("raw_bleu", "Uni-Sign's convention (raw_corpus_bleu: no tokenisation, floor smoothing "
+                 "0, effective order), cumulative to order n"),
+    ("chrf", "chrF (sacrebleu)"),
+    ("rouge_l", "ROUGE-L F1 x 100, mean over sentences"),
+    ("unique_ratio", "share of distinct translations"),
+)
+
+
+def metric_family(name):
+    return "raw_bleu" if name.startswith("raw_bleu") else \
+        "bleu" if name.startswith("bleu") else name
 
 
 def group_row(rows, columns):
@@ -208,17 +308,34 @@ def group_row(rows, columns):
     return row
 
 
-def to_markdown(frame):
-    return frame.to_markdown(index=False)
+def to_markdown(frame, notes=()):
+    """The table, then its notes (the conventions and signatures) after a blank line."""
+    table = frame.to_markdown(index=False)
+    return table + ("\n\n" + "\n".join(f"- {note}" for note in notes) if notes else "")
 
 
-def to_latex(frame):
-    """booktabs table; underscores and other specials escaped."""
+def to_latex(frame, notes=()):
+    """booktabs table; underscores and other specials escaped; the caption names each
+    metric's convention and signature, and what ± means."""
     styler = frame.style.hide(axis="index").format(precision=2, escape="latex")
     styler = styler.format_index(escape="latex", axis=1)
     body = styler.to_latex(hrules=True, column_format="l" * len(frame.columns))
+    spread = (" Mean $\\pm$ standard deviation over the n seeds of a row."
+              if (frame["n"].astype(int) > 1).any() else "")
+    caption = "Results (sonar-t5)." + spread + "".join(
+        f" {latex_text(note)}." for note in notes)
     return ("\\begin{table}[t]\n\\centering\n" + body
-            + "\\caption{Results (sonar-t5).}\n\\end{table}\n")
+            + f"\\caption{{{caption}}}\n\\end{{table}}\n")
+
+
+LATEX_SPECIALS = {"\\": "\\textbackslash{}", "_": "\\_", "%": "\\%", "&": "\\&", "#": "\\#",
+                  "$": "\\$", "{": "\\{", "}": "\\}", "|": "\\textbar{}",
+                  "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
+
+
+def latex_text(text):
+    """Plain text for LaTeX: its specials escaped (a signature's | and _ included)."""
+    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
 
 
 def check_figure_path(output, flag="--output"):

@@ -24,6 +24,7 @@ smaller than the spread between seeds of one configuration, so compare seed grou
 and standard deviations (plot_training_curves.py --table) as well.
 """
 import argparse
+import json
 import logging
 import statistics
 import sys
@@ -154,10 +155,16 @@ def run_config(outputs_file):
 
 
 def group_by_seed(paths, split):
-    """[[path, ...]]: runs that differ only in --seed together (seed order), else alone."""
+    """[[path, ...]]: runs that differ only in --seed, scored with the same generate()
+    settings, together (in seed order); anything else alone."""
+    def key(found):
+        path, config = found
+        summary = find_outputs(path, split).with_name("validation_summary.json")
+        generation = read_json(summary).get("generation") if summary.is_file() else None
+        return json.dumps([experiment_key(config), generation]) if config else str(path)
+
     found = [(p, run_config(find_outputs(p, split))) for p in paths]
-    groups = seed_groups(found, lambda f: experiment_key(f[1]) if f[1] else f[0],
-                         lambda f: f[1]["args"].get("seed") if f[1] else None)
+    groups = seed_groups(found, key, lambda f: f[1]["args"].get("seed") if f[1] else None)
     return [[p for p, _ in sorted(g, key=lambda f: f[1]["args"].get("seed") if f[1] else 0)]
             for g in groups]
 

@@ -53,6 +53,12 @@ def data_args(data, split_train="train", split_val="val"):
             "--val_manifest", data / "manifests" / f"{split_val}.tsv"]
 
 
+def held_out_args(data):
+    """The test split, scored (with val) when training ends."""
+    return ["--test_features", data / "features" / "test",
+            "--test_manifest", data / "manifests" / "test.tsv"]
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     return make_demo_data(tmp_path_factory.mktemp("demo_data"), num_train=96, num_val=24,
@@ -61,9 +67,10 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory):
-    """Two epochs of the tiny model on the tiny demo data."""
+    """Two epochs of the tiny model on the tiny demo data, scored on val and test at the end."""
     out = tmp_path_factory.mktemp("runs") / "tiny_perceiver"
-    result = run_script("train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL,
+    result = run_script("train_sonar_with_t5.py", *data_args(tiny_data), *held_out_args(tiny_data),
+                        *TINY_MODEL,
                         "--epochs", "2", "--resampler_input", "tokens", "--output_dir", out,
                         check=True)
     return out, result

@@ -135,6 +135,7 @@ def test_every_numeric_flag_of_the_scripts_is_in_the_table():
     (["--num_beams", "0"], "--num_beams must be at least 1"),
     (["--encoder_dim", "12"], "--encoder_dim 12 is not a multiple of 8"),
     (["--eval_batch_size", "-1"], "--eval_batch_size must be at least 1"),
+    (["--test_manifest", "x.tsv"], "--test_features and --test_manifest go together"),
 ])
 def test_bad_training_flags_stop_before_any_work(tiny_data, tmp_path, flags, fragment):
     result = run_script("train_sonar_with_t5.py", *train_argv(tiny_data, tmp_path / "o", *flags))
@@ -143,11 +144,22 @@ def test_bad_training_flags_stop_before_any_work(tiny_data, tmp_path, flags, fra
 
 
 @pytest.mark.parametrize("flags, fragment", [
+    (["--test_features", "TRAIN", "--test_manifest", "MISSING"], "MISSING"),
+    (["--test_features", "OTHER_DIM", "--test_manifest", "TEST"], "test features are 8-d, the training features 16-d"),
     (["--bridge", "projection", "--num_heads", "7"], "--num_heads 7 does not divide the T5 width 128"),
     (["--vocab_size", "16"], "--vocab_size 16 is smaller than the training texts' characters"),
 ])
 def test_flags_that_depend_on_the_model_or_data_fail_before_training(tiny_data, tmp_path,
                                                                     flags, fragment):
+    if "OTHER_DIM" in flags:  # a test split of other features: 8-d copies of its files
+        other = tmp_path / "other"
+        other.mkdir()
+        for path in (tiny_data / "features" / "test").glob("*.npy"):
+            np.save(other / path.name, np.load(path)[:, :8])
+    places = {"TRAIN": tiny_data / "features" / "train", "MISSING": tmp_path / "missing.tsv",
+              "OTHER_DIM": tmp_path / "other", "TEST": tiny_data / "manifests" / "test.tsv"}
+    flags = [str(places.get(f, f)) for f in flags]
+    fragment = str(places.get(fragment, fragment))
     result = run_script("train_sonar_with_t5.py", *train_argv(tiny_data, tmp_path / "o", *flags))
     assert_user_error(result, fragment)
     assert not (tmp_path / "o").exists()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script
+from .conftest import (ROOT, TINY_MODEL, assert_user_error, data_args, run_script,
+                       held_out_args)
 
 SUMMARY_KEYS = {"bleu", "bleu_signature", "chrf", "num_samples", "diversity", "lengths",
                 "verdict", "generation", "samples_per_s", "cond_gap"}
@@ -94,8 +95,9 @@ def test_plot_training_curves(tiny_run):
 @pytest.fixture(scope="module")
 def projection_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny_projection"
-    run_script("train_sonar_with_t5.py", *data_args(tiny_data), *TINY_MODEL, "--epochs", "1",
-               "--bridge", "projection", "--output_dir", out, check=True)
+    run_script("train_sonar_with_t5.py", *data_args(tiny_data), *held_out_args(tiny_data),
+               *TINY_MODEL, "--epochs", "1", "--bridge", "projection", "--output_dir", out,
+               check=True)
     return out
 
 
@@ -108,7 +110,7 @@ def test_compare_and_results_table(tiny_run, projection_run, tmp_path):
     assert "tiny_perceiver:" in result.stdout and "tiny_projection:" in result.stdout
     run_script("plot_training_curves.py", "--table", run, projection_run, "--output",
                tmp_path / "results", check=True)
-    markdown = (tmp_path / "results.md").read_text().splitlines()
+    markdown = table_lines(tmp_path / "results.md")
     assert markdown[0].startswith("| run") and len(markdown) == 4
     assert "tiny_perceiver" in markdown[2] and "perceiver" in markdown[2]
     assert "tiny_projection" in markdown[3] and "projection" in markdown[3]
@@ -132,7 +134,7 @@ def test_one_checkpoint_scored_two_ways_is_two_table_rows(tiny_run, tiny_data, t
              "--num_samples", "0")
     run_script("plot_training_curves.py", "--table", tmp_path / "greedy", tmp_path / "beam",
                "--output", tmp_path / "results", check=True)
-    lines = (tmp_path / "results.md").read_text().splitlines()
+    lines = table_lines(tmp_path / "results.md")
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
             for line in lines[2:]]
@@ -166,14 +168,20 @@ def seed_runs(tiny_run, tmp_path_factory):
 
 
 def data_args_of(argv):
-    return [x for flag in ("train_features", "train_manifest", "val_features", "val_manifest")
+    return [x for flag in ("train_features", "train_manifest", "val_features", "val_manifest",
+                           "test_features", "test_manifest")
             for x in (f"--{flag}", argv[flag])]
+
+
+def table_lines(path):
+    """A .md table's lines, without the notes after it."""
+    return path.read_text().split("\n\n")[0].splitlines()
 
 
 def test_seed_group_is_one_row_with_mean_and_std(seed_runs, projection_run, tmp_path):
     run_script("plot_training_curves.py", "--table", *seed_runs, projection_run, "--output",
                tmp_path / "results", check=True)
-    lines = (tmp_path / "results.md").read_text().splitlines()
+    lines = table_lines(tmp_path / "results.md")
     assert len(lines) == 4  # header, rule, the seed group, the projection run
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     group = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|"))))
@@ -249,3 +257,93 @@ def test_attention_plot_has_one_row_per_latent(tiny_run, projection_run, tiny_da
     assert_user_error(pooled, "--attention_plot needs a bridge with an attention map "
                               "(perceiver) that reads the encoder's token states")
     assert not (tmp_path / "p").exists()
+
+
+def test_training_ends_with_val_and_test_scored_as_the_validate_script_scores(
+        tiny_run, tiny_data, tmp_path):
+    run, result = tiny_run
+    for split in ("val", "test"):
+        summary = json.loads((run / "results" / split / "validation_summary.json").read_text())
+        rows = read_translations(run / "results" / split / "translations.txt")
+        assert summary["num_samples"] == len(rows) == 24
+        assert summary["manifest"] == str(tiny_data / "manifests" / f"{split}.tsv")
+        # trained with greedy per-epoch validation; scored with beam search
+        assert summary["generation"]["num_beams"] == 4
+        assert f"{split}: BLEU {summary['bleu']:.2f} [" in result.stdout
+        refs, hyps = [r[1] for r in rows], [r[2] for r in rows]
+        assert summary["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert f"{run / 'results'}/SPLIT/" in result.stdout
+    assert f"--table {run / 'results' / 'test'}" in result.stdout
+    validate(run, tiny_data, tmp_path / "v", "--num_samples", "0")  # the script's defaults
+    assert (read_translations(tmp_path / "v" / "translations.txt")
+            == read_translations(run / "results" / "test" / "translations.txt"))
+
+
+def test_translate_from_python_as_the_validate_script_does(tiny_run, tiny_data):
+    from data.features import load_features
+    from evaluation.translate import load_translator
+    run, _ = tiny_run
+    rows = read_translations(run / "results" / "test" / "translations.txt")[:6]
+    arrays = [load_features(tiny_data / "features" / "test" / f"{sample_id}.npy").numpy()
+              for sample_id, *_ in rows]
+    translator = load_translator(run / "best_model.pt", device="cpu")
+    assert translator.settings.num_beams == 4
+    assert translator.translate(arrays, batch_size=4) == [r[2] for r in rows]
+    greedy = translator.translate(arrays[:2], num_beams=1)
+    assert len(greedy) == 2 and all(isinstance(t, str) for t in greedy)
+    with pytest.raises(ValueError, match=r"sample 1: features of shape \(3, 5\)"):
+        translator.translate([arrays[0], np.zeros((3, 5))])
+
+
+def test_table_columns_caption_and_bleu_by_length(tiny_run, projection_run, tmp_path):
+    run, _ = tiny_run
+    run_script("plot_training_curves.py", "--table", run, run / "results" / "test",
+               "--columns", "bleu1", "raw_bleu1", "rouge_l", "--output", tmp_path / "t",
+               check=True)
+    header = [c.strip() for c in table_lines(tmp_path / "t.md")[0].strip("|").split("|")]
+    assert header[-3:] == ["BLEU-1", "raw BLEU-1", "ROUGE-L"]
+    summary = json.loads((run / "results" / "test" / "validation_summary.json").read_text())
+    row = dict(zip(header, (c.strip() for c in
+                            table_lines(tmp_path / "t.md")[3].strip("|").split("|"))))
+    assert float(row["raw BLEU-1"]) == pytest.approx(summary["raw_bleu1"], abs=0.005)
+    caption = (tmp_path / "t.tex").read_text().split("\\caption{")[1]
+    for words in ("ssvp\\_slt's convention", "Uni-Sign's convention", "ROUGE-L F1",
+                  summary["bleu1_signature"].replace("|", "\\textbar{}"),
+                  summary["raw_bleu1_signature"].replace("|", "\\textbar{}")):
+        assert words in caption, words
+    assert_user_error(run_script("plot_training_curves.py", "--table", run, "--columns",
+                                 "blue"), "unknown --columns blue", "raw_bleu4")
+
+    png = tmp_path / "by_length.png"
+    result = run_script("plot_training_curves.py", "--by_length", run, projection_run,
+                        "--output", png, check=True)
+    assert png_size(png)[1] == 675
+    rows = read_translations(run / "results" / "test" / "translations.txt")
+    short = [(r, h) for _, r, h in rows if 6 <= len(r.split()) <= 10]
+    expected = sacrebleu.corpus_bleu([h for _, h in short], [[r for r, _ in short]]).score
+    assert f"{run}: 6-10 ({len(short)}) {expected:.2f}" in result.stdout
+
+
+def test_significance_of_runs_by_split_and_as_seed_groups(seed_runs, projection_run,
+                                                          tiny_data, tmp_path):
+    run = seed_runs[-1]
+    result = run_script("-m", "evaluation.significance", projection_run, run, "--n_samples",
+                        "50", check=True)
+    assert f"{projection_run}" in result.stdout and "p = " in result.stdout
+    assert_user_error(run_script("-m", "evaluation.significance",
+                                 projection_run / "results" / "val", run),
+                      "was scored on", "test.tsv", "same split")
+    # The three seeds scored greedily are one system, beside the same seeds' beam search.
+    greedy = []
+    for seed_run in seed_runs:
+        greedy.append(tmp_path / seed_run.name)
+        validate(seed_run, tiny_data, greedy[-1], "--num_beams", "1", "--num_samples", "0")
+    result = run_script("-m", "evaluation.significance", *greedy, *seed_runs,
+                        "--n_samples", "50", check=True)
+    assert result.stdout.count("(3 seeds)") == 4  # two systems, BLEU and chrF
+    scores = [json.loads((g / "validation_summary.json").read_text())["bleu"] for g in greedy]
+    mean = sum(scores) / 3
+    std = (sum((s - mean) ** 2 for s in scores) / 2) ** 0.5
+    assert f"seeds: {mean:.2f} ± {std:.2f} (n=3)" in result.stdout
+    assert_user_error(run_script("-m", "evaluation.significance", *greedy, *seed_runs[:2]),
+                      "seed groups of different sizes")
