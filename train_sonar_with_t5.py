@@ -181,10 +181,10 @@ def print_next_steps(args, state, history, scored):
         lines += [f"python plot_training_curves.py --table {out / RESULTS_DIR / split} "
                   f"--output {out / 'results_table'}",
                   f"python -m evaluation.significance BASELINE_RUN {out} --split {split}"
-                  "   (a run scored on the same split)"]
+                  "   # BASELINE_RUN: another run scored on the same split"]
     lines.append(f"python validate_perceiver_model.py --checkpoint {out / 'best_model.pt'} "
                  f"--features {features} --manifest {manifest} --output "
-                 f"{out / 'validation_results'}   (other settings: --num_beams, ...)")
+                 f"{out / 'validation_results'}   # other settings: --num_beams, ...")
     print("next:\n" + "\n".join("  " + line for line in lines))
     sys.stdout.flush()
 

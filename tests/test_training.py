@@ -51,7 +51,10 @@ def test_overwrite_replaces_the_earlier_run_at_the_first_checkpoint(tiny_data, t
     (out / "notes.txt").write_text("an earlier run's")
     train(tiny_data, out, "--epochs", "1", "--overwrite")
     assert sorted(p.name for p in out.iterdir()) == [
-        "best_model.pt", "config.json", "last_model.pt", "training_history.json"]
+        "best_model.pt", "config.json", "last_model.pt", "results", "training_history.json"]
+    # scored by the main process alone, after the others exited
+    assert json.loads((out / "results" / "val" / "validation_summary.json").read_text())[
+        "num_samples"] == 24
     load_model(out / "best_model.pt")  # the new run's, not the text file
 
 
@@ -135,7 +138,10 @@ def test_two_processes_with_torchrun(tiny_data, sonar_checkpoint, tmp_path, froz
         assert result.stdout.count("encoder cache: built") == 2, result.stdout
         assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "best_model.pt", "config.json", "last_model.pt", "training_history.json"]
+        "best_model.pt", "config.json", "last_model.pt", "results", "training_history.json"]
+    # scored by the main process alone, after the others exited
+    assert json.loads((out / "results" / "val" / "validation_summary.json").read_text())[
+        "num_samples"] == 24
     history = json.loads((out / "training_history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
     assert len(set(r["val_bleu"] for r in history)) >= 1 and history[-1]["val_loss"] > 0
@@ -157,10 +163,13 @@ def test_demo_runs_and_its_next_commands_work(tmp_path):
     out = tmp_path / "demo"
     result = run_script("train_sonar_with_t5.py", "--demo", "--epochs", "1", "--output_dir", out,
                         check=True)
-    commands = [line.strip() for line in result.stdout.splitlines()
+    commands = [line.split("#")[0].strip() for line in result.stdout.splitlines()
                 if line.strip().startswith("python ")]
-    assert len(commands) == 2
-    for command in commands:
-        run_script(*command.split()[1:], check=True)
+    assert len(commands) == 4
+    for split in ("val", "test"):  # scored when training ended
+        assert (out / "results" / split / "validation_summary.json").is_file()
+    for command in commands:  # the run compared with itself stands in for a baseline
+        run_script(*command.replace("BASELINE_RUN", str(out)).split()[1:], check=True)
     assert (out / "training_curves.png").is_file()
+    assert (out / "results_table.md").is_file() and (out / "results_table.tex").is_file()
     assert (out / "validation_results" / "validation_summary.json").is_file()
