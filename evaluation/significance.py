@@ -76,22 +76,23 @@ def scored_split(path, split="test"):
 
 
 def check_same_sentences(systems, splits=None):
-    """Every system scored the baseline's sentences: same split (where the summaries say),
-    count, ids and references. splits: {name: the manifest it scored, or None}."""
+    """Every system scored the baseline's sentences: the same count, ids and references, in
+    order. splits: {name: the manifest its summary says it scored, or None}, to name the
+    cause when they differ (the same sentences from two copies of a manifest are fine)."""
     (base_name, (base_ids, base_refs, _)), *others = systems
     for name, (ids, refs, _) in others:
         mine, theirs = (splits or {}).get(name), (splits or {}).get(base_name)
-        if mine and theirs and mine != theirs:
-            raise UserError(f"{name} was scored on {mine}, {base_name} on {theirs}", name,
-                            "compare systems scored on the same split")
+        other_split = (f"{name} was scored on {mine}, {base_name} on {theirs}"
+                       if mine and theirs and mine != theirs else None)
         if len(ids) != len(base_ids):
-            raise UserError(f"{name} scored {len(ids)} sentences, {base_name} {len(base_ids)}",
-                            name, "compare systems scored on the same split")
+            raise UserError(other_split or f"{name} scored {len(ids)} sentences, {base_name} "
+                                           f"{len(base_ids)}", name,
+                            "compare systems scored on the same split")
         for n, (a, b, ra, rb) in enumerate(zip(base_ids, ids, base_refs, refs), 1):
             if a != b or ra != rb:
-                raise UserError(f"{name} and {base_name} differ at sentence {n} ('{b}' vs "
-                                f"'{a}')", name, "compare systems scored on the same split, in "
-                                                 "the same order")
+                raise UserError(other_split or f"{name} and {base_name} differ at sentence "
+                                               f"{n} ('{b}' vs '{a}')", name,
+                                "compare systems scored on the same split, in the same order")
 
 
 def paired_tests(named_hypotheses, references, n_samples=1000):
@@ -143,8 +144,8 @@ def format_rows(rows, n_samples):
 
 def run_config(outputs_file):
     """The config.json of the run whose checkpoint wrote these outputs, or None."""
-    folder = outputs_file.parent
-    for run_dir in (folder, folder.parent, folder.parent.parent):  # validation_results, results/SPLIT
+    folder = outputs_file.parent  # RUN/validation_results/ or RUN/results/SPLIT/
+    for run_dir in (folder, folder.parent, folder.parent.parent):
         if (run_dir / "config.json").is_file() and (run_dir / "best_model.pt").exists():
             return read_json(run_dir / "config.json")
     summary = folder / "validation_summary.json"
@@ -178,14 +179,14 @@ def seed_spread(hypotheses_by_seed, references):
     return out
 
 
-def compare(paths, split="test", n_samples=1000):
+def compare(paths, split="test", n_samples=1000, group_seeds=True):
     """The command's work: -> rows as paired_tests returns them, each seed group's row with
-    its seeds' spread ("seeds": (mean, std), "n")."""
+    its seeds' spread ("seeds": (mean, std), "n"). group_seeds=False: every path alone."""
     outputs = {p: read_outputs(p, split) for p in paths}
     check_same_sentences([(p, outputs[p]) for p in paths],
                          {p: scored_split(p, split) for p in paths})
     references = outputs[paths[0]][1]
-    groups = group_by_seed(paths, split)
+    groups = group_by_seed(paths, split) if group_seeds else [[p] for p in paths]
     sizes = {len(g) for g in groups}
     if len(sizes) > 1:
         raise UserError(f"seed groups of different sizes ({', '.join(str(len(g)) for g in groups)}"
@@ -216,6 +217,9 @@ def main(argv=None):
     p.add_argument("--split", default="test",
                    help="for run directories: which end-of-training scores (RUN/results/SPLIT)")
     p.add_argument("--n_samples", type=int, default=1000, help="resamples of each test")
+    p.add_argument("--seeds_apart", action="store_true",
+                   help="compare every run on its own, also runs that differ only in --seed "
+                        "(e.g. one seed against another)")
     args = p.parse_args(argv)
     logging.getLogger("sacrebleu").setLevel(logging.WARNING)  # its progress notes
     if len(args.systems) < 2:
@@ -223,11 +227,11 @@ def main(argv=None):
     if args.n_samples < 10:
         raise UserError(f"--n_samples must be at least 10 (got {args.n_samples})",
                         "command line")
-    rows = compare(args.systems, args.split, args.n_samples)
+    rows = compare(args.systems, args.split, args.n_samples, not args.seeds_apart)
     if len(next(iter(rows.values()))) < 2:
-        raise UserError("every system given is one seed group: nothing to compare it with",
-                        " ".join(args.systems), "give the baseline's runs and the other "
-                        "system's runs")
+        raise UserError("every run given is a seed of one experiment: nothing to compare it "
+                        "with", " ".join(args.systems), "give another system's runs too, or "
+                        "--seeds_apart to compare the seeds with each other")
     print(format_rows(rows, args.n_samples))
 
 

@@ -347,3 +347,8 @@ def test_significance_of_runs_by_split_and_as_seed_groups(seed_runs, projection_
     assert f"seeds: {mean:.2f} ± {std:.2f} (n=3)" in result.stdout
     assert_user_error(run_script("-m", "evaluation.significance", *greedy, *seed_runs[:2]),
                       "seed groups of different sizes")
+    assert_user_error(run_script("-m", "evaluation.significance", *seed_runs),
+                      "a seed of one experiment", "--seeds_apart")
+    apart = run_script("-m", "evaluation.significance", *seed_runs[:2], "--seeds_apart",
+                       "--n_samples", "20", check=True)
+    assert "(n=" not in apart.stdout and apart.stdout.count("p = ") == 2
