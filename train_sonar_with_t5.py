@@ -32,6 +32,7 @@ from training.args import parse_args
 from training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
 from training.engine import (StepSettings, epoch_record, evaluate, report_epoch,
                              train_one_epoch)
+from training.mfu import FlopsMeter, peak_flops
 from training.optim import build_optimization, plan_time_budget
 from training.output_dir import OutputDir
 from training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
@@ -81,6 +82,8 @@ def main(argv=None):
         if ckpt is not None:
             state, history = restore_progress(ckpt, optimization, dist.rank)
         steps = StepSettings.from_args(args)  # what a training step reads from the flags
+        # MFU: the peak now (measured on CPU), the FLOPs per sample at the first step
+        meter = FlopsMeter(*peak_flops(device, runtime.precision), world_size=dist.world_size)
         settings = GenerationSettings.from_args(args)  # per-epoch validation's generate()
         config = run_config(args, model, settings, train_set, val_set, runtime,
                             encoder_cache)
@@ -88,6 +91,8 @@ def main(argv=None):
             f"{dist.world_size} process{'es' * (dist.world_size > 1)}): "
             f"{len(train_set)} train / {len(val_set)} val samples, parameters: "
             + ", ".join(f"{k} {v:,}" for k, v in config["parameters"].items()))
+        say(f"MFU against a peak of {meter.peak_flops / 1e9:,.0f} GFLOP/s ({meter.peak_source}, "
+            f"{runtime.precision}, {torch.get_num_threads()} threads)")
         for note in filter(None, [resume_note, args.compile and COMPILE_NOTE]):
             say(note)
         # train_log.jsonl and --report_to; a --resume continues them after its checkpoint
@@ -103,12 +108,12 @@ def main(argv=None):
                 start = time.time()
                 train_loss, samples_per_s = train_one_epoch(
                     epoch, train_model, train_loader, optimization, state, steps, runtime,
-                    log_step=tracker.log_step)
+                    meter, log_step=tracker.log_step)
                 metrics = evaluate(model, val_loader, tokenizer, settings, runtime)
                 # The processes' mean: under torchrun every one plans --time_budget alike.
                 seconds = all_reduce_sum([time.time() - start], dist, device)[0] / dist.world_size
                 record = epoch_record(epoch, train_loss, samples_per_s, metrics, state,
-                                      optimization, seconds)
+                                      optimization, seconds, meter.mfu(samples_per_s))
                 history.append(record)
                 tracker.log_epoch(record)
                 improved = state.end_epoch(epoch, record["val_bleu"], record["epoch_time_s"])

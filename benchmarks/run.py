@@ -35,6 +35,7 @@ from models.tokenizer import train_tokenizer
 from training.args import build_parser
 from training.distributed import Dist, Runtime
 from training.engine import StepSettings, evaluate, train_one_epoch
+from training.mfu import FlopsMeter, peak_flops
 from training.optim import build_optimization
 from training.setup import wrap_for_training
 from training.state import TrainState
@@ -87,10 +88,11 @@ def fresh_model(tokenizer, encoder):
                        encoder=encoder, t5_model="scratch-t5-small", resampler_input="pooled")
 
 
-def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *flags):
+def train_throughput(args, root, device, precision, tokenizer, encoder, sets, peak, *flags):
     """-> (training samples/s of a steady-state epoch through the real training engine,
     set-up seconds (the encoder cache is built there), validation samples/s as the training
-    run measures it at the end of each epoch: losses, generate() at --val_beams, BLEU)."""
+    run measures it at the end of each epoch: losses, generate() at --val_beams, BLEU, and
+    the steady epoch's MFU against peak = (FLOP/s, source))."""
     run_args = make_args(args, root, *flags)
     runtime = Runtime(device, precision, Dist())
     model = fresh_model(tokenizer, encoder).to(device)
@@ -109,20 +111,20 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, *f
     setup = time.time() - start
     train_model = wrap_for_training(model, run_args, runtime.dist, device)
     optimization = build_optimization(model, run_args, len(train_loader), runtime)
-    state = TrainState()
+    state, meter = TrainState(), FlopsMeter(*peak)
     train_one_epoch(1, train_model, train_loader, optimization, state,
-                    StepSettings.from_args(run_args), runtime)
+                    StepSettings.from_args(run_args), runtime, meter)
     state.end_epoch(1, 0.0, 0.0)  # warm-up epoch (allocator, caches, torch.compile)
     sync(device)
     start = time.time()
     train_one_epoch(2, train_model, train_loader, optimization, state,
-                    StepSettings.from_args(run_args), runtime)
+                    StepSettings.from_args(run_args), runtime, meter)
     sync(device)
     train_rate = len(sets[0]) / (time.time() - start)
     start = time.time()
     evaluate(model, val_loader, tokenizer, GenerationSettings.from_args(run_args), runtime)
     sync(device)
-    return train_rate, setup, len(sets[1]) / (time.time() - start)
+    return train_rate, setup, len(sets[1]) / (time.time() - start), meter.mfu(train_rate)
 
 
 def projected_hours(train_rate, val_rate, cache_s_per_sample=0.0):
@@ -262,10 +264,13 @@ def main(argv=None):
             sets[0], tokenizer, args.batch_size, workers)
 
     sonar = ["--sonar_checkpoint", str(root / "sonar.pt")]
+    peak = peak_flops(device, precision)  # MFU's denominator, as a training run measures it
+    r["peak_gflops"], r["peak_source"] = peak[0] / 1e9, peak[1]
     r["projected_hours"] = {}
     for mode in args.train_modes:
-        r[f"train_{mode}"], setup, r[f"val_in_training_{mode}"] = train_throughput(
-            args, root, device, precision, tokenizer, encoder, sets, *sonar, *MODES[mode])
+        r[f"train_{mode}"], setup, r[f"val_in_training_{mode}"], r[f"mfu_{mode}"] = \
+            train_throughput(args, root, device, precision, tokenizer, encoder, sets, peak,
+                             *sonar, *MODES[mode])
         cache_per_sample = 0.0
         if mode.startswith("frozen_cache"):  # its set-up is the one-off encoder pass
             cache_per_sample = setup / (args.num_train + args.num_val)
@@ -318,6 +323,9 @@ def report(r):
             ("training samples/s, frozen, cache, fused AdamW", "train_frozen_cache_fused_adamw"),
             ("training samples/s, frozen, cache, torch.compile",
              "train_frozen_cache_compile"),
+            ("peak GFLOP/s (MFU's denominator)", "peak_gflops"),
+            ("MFU, unfrozen", "mfu_unfrozen"), ("MFU, frozen, no cache", "mfu_frozen_no_cache"),
+            ("MFU, frozen, cache", "mfu_frozen_cache"),
             (f"per-epoch validation samples/s (beam {r['val_beams']}), unfrozen",
              "val_in_training_unfrozen"),
             ("per-epoch validation samples/s, frozen, no cache",
@@ -345,7 +353,7 @@ def report(r):
     print(f"\n{r['device']}, {r['precision']}, batch {r['batch_size']}, encoder {r['encoder']} "
           f"({r['encoder_params'] / 1e6:.1f}M parameters)")
     for name, key in rows:
-        if key in r:
+        if r.get(key) is not None:
             print(f"  {name:<58} {r[key]:10.3f}")
     if "time_split_unfrozen" in r:
         print("  time split of an unfrozen epoch: " + ", ".join(

@@ -189,7 +189,7 @@ def test_second_run_reuses_the_cache_with_the_same_losses_and_validation_can_too
     assert "encoder cache: built" not in second.stdout
     runs = [json.loads((tmp_path / r / f).read_text())
             for r in ("first", "second") for f in ("training_history.json", "config.json")]
-    timings = ("epoch_time_s", "samples_per_s")
+    timings = ("epoch_time_s", "samples_per_s", "mfu")
     assert ([{k: v for k, v in r.items() if k not in timings} for r in runs[0]]
             == [{k: v for k, v in r.items() if k not in timings} for r in runs[2]])  # exactly
     assert [c["reused"] for c in runs[3]["encoder_cache"].values()] == [True, True]

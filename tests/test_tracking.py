@@ -28,7 +28,8 @@ def test_step_log_and_tensorboard_continue_after_a_kill_without_duplicates(tiny_
     assert steps_logged(out) == [2, 4, 6]
     record = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
     assert set(record) == {"step", "epoch", "loss", "learning_rates", "grad_norm",
-                           "samples_per_s", "nonfinite_steps"}
+                           "samples_per_s", "mfu", "nonfinite_steps"}
+    assert 0 < record["mfu"] < 1
     assert set(record["learning_rates"]) == {"encoder", "bridge", "t5"}
     assert record["epoch"] == 1 and record["loss"] > 0 and record["grad_norm"] > 0
 

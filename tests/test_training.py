@@ -15,7 +15,7 @@ from models.checkpoint import load_checkpoint, load_model
 from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script, train
 
 HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_bleu", "val_chrf",
-                "val_unique_ratio", "cond_gap", "lr", "epoch_time_s", "samples_per_s"}
+                "val_unique_ratio", "cond_gap", "lr", "epoch_time_s", "samples_per_s", "mfu"}
 
 
 def test_two_epochs_write_every_file_with_documented_keys(tiny_run):
@@ -26,6 +26,9 @@ def test_two_epochs_write_every_file_with_documented_keys(tiny_run):
     assert [r["epoch"] for r in history] == [1, 2]
     assert all(HISTORY_KEYS <= set(r) for r in history)
     assert all(len(r["samples"]) == 3 for r in history)
+    assert all(0 < r["mfu"] < 1 for r in history)  # of the measured peak (training/mfu.py)
+    assert "MFU against a peak of" in result.stdout
+    assert f"samples/s, MFU {history[-1]['mfu']:.1%})" in result.stdout
     config = json.loads((out / "config.json").read_text())
     assert {"args", "model_config", "parameters"} <= set(config)
     last = load_checkpoint(out / "last_model.pt")

@@ -52,9 +52,11 @@ class StepSettings:
                    checkpoint=f"{args.output_dir}/last_model.pt")
 
 
-def train_one_epoch(epoch, model, loader, optimization, state, steps, runtime, log_step=None):
+def train_one_epoch(epoch, model, loader, optimization, state, steps, runtime, meter,
+                    log_step=None):
     """-> (mean training loss over finite batches, or None; samples/s). `model` is what the
-    step calls (DDP or compiled, see setup.wrap_for_training); steps: StepSettings. Starts
+    step calls (DDP or compiled, see setup.wrap_for_training); steps: StepSettings; meter:
+    the run's FlopsMeter (training/mfu.py), which counts the FLOPs of the first step. Starts
     after the batches state.batches_done says are done (resuming mid-epoch). log_step(record)
     is called every steps.log_every optimizer steps with the steps since the last call (see
     step_record)."""
@@ -74,8 +76,9 @@ def train_one_epoch(epoch, model, loader, optimization, state, steps, runtime, l
             step_ends = (i + 1) % steps.grad_accum_steps == 0 or i + 1 == n
             torch.manual_seed(batch_seed(steps.seed, epoch, sampler.start_batch + i,
                                          runtime.dist.rank))
-            loss = forward_backward(model, batch, optimization.scaler, steps, runtime,
-                                    sync=step_ends)
+            with meter.counting(len(batch["ids"])):
+                loss = forward_backward(model, batch, optimization.scaler, steps, runtime,
+                                        sync=step_ends)
             finite = torch.isfinite(loss)
             sums += torch.stack([torch.where(finite, loss, 0).double(), finite.double()])
             samples += len(batch["ids"])
@@ -87,7 +90,7 @@ def train_one_epoch(epoch, model, loader, optimization, state, steps, runtime, l
                     if log_step and state.global_step % steps.log_every == 0:
                         now = sums.tolist()
                         log_step(step_record(epoch, state, optimization, grad_norm, last_log,
-                                             now, samples, runtime))
+                                             now, samples, runtime, meter))
                         last_log = (now, samples, time.time())
                         state.logged_loss = now
                 runtime.stop_if_any_asked()  # under torchrun: every process at this step
@@ -109,18 +112,20 @@ def train_one_epoch(epoch, model, loader, optimization, state, steps, runtime, l
     return (loss_sum / finite_batches if finite_batches else None), rate
 
 
-def step_record(epoch, state, optimization, grad_norm, last_log, sums, samples, runtime):
-    """One train_log.jsonl line: the mean loss (this process's finite batches) and samples/s
-    (all processes) since the previous line, the learning rates and the gradient norm
-    before clipping (None when non-finite) of this step."""
+def step_record(epoch, state, optimization, grad_norm, last_log, sums, samples, runtime,
+                meter):
+    """One train_log.jsonl line: the mean loss (this process's finite batches), samples/s
+    (all processes) and MFU since the previous line, the learning rates and the gradient
+    norm before clipping (None when non-finite) of this step."""
     (loss_sum, finite), ((loss_then, finite_then), samples_then, time_then) = sums, last_log
     loss_sum, finite = loss_sum - loss_then, finite - finite_then
+    rate = ((samples - samples_then) * runtime.dist.world_size
+            / max(time.time() - time_then, 1e-9))
     return {"step": state.global_step, "epoch": epoch,
             "loss": loss_sum / finite if finite else None,
             "learning_rates": learning_rates(optimization.optimizer),
             "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
-            "samples_per_s": ((samples - samples_then) * runtime.dist.world_size
-                              / max(time.time() - time_then, 1e-9)),
+            "samples_per_s": rate, "mfu": meter.mfu(rate),
             "nonfinite_steps": state.nonfinite_total}
 
 
@@ -180,9 +185,10 @@ def evaluate(model, loader, tokenizer, settings, runtime):
                         for i in range(min(3, len(order)))]}
 
 
-def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization, epoch_time):
+def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization, epoch_time,
+                 mfu=None):
     """One training_history.json record: every translation metric as val_{name} (its
-    signature as {name}_signature)."""
+    signature as {name}_signature); mfu: the epoch's training MFU (0..1)."""
     div = metrics["diversity"]
     return {"epoch": epoch, "step": state.global_step, "train_loss": train_loss,
             "val_loss": metrics["val_loss"],
@@ -191,7 +197,7 @@ def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization,
             "most_common": div["most_common"], "most_common_pct": div["most_common_pct"],
             "cond_gap": metrics["cond_gap"], "lr": optimization.scheduler.get_last_lr()[-1],
             "learning_rates": learning_rates(optimization.optimizer),
-            "epoch_time_s": epoch_time, "samples_per_s": samples_per_s,
+            "epoch_time_s": epoch_time, "samples_per_s": samples_per_s, "mfu": mfu,
             "nonfinite_steps": state.nonfinite_total, "samples": metrics["samples"]}
 
 
@@ -202,7 +208,8 @@ def report_epoch(record, collapsed, history, args, say):
                       for k, v in epoch_metrics(r).items() if display(k).headline)
     say(f"epoch {r['epoch']}/{args.epochs}  train_loss {_num(r['train_loss'])}  "
         f"val_loss {r['val_loss']:.4f}  {shown}  cond_gap {r['cond_gap']:.3f}  "
-        f"lr {r['lr']:.2e}  {r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s)")
+        f"lr {r['lr']:.2e}  {r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s"
+        + (f", MFU {r['mfu']:.1%})" if r.get("mfu") is not None else ")"))
     for s in r["samples"]:
         say(f"    REF: {s['reference']}\n    HYP: {s['translation']}")
     before = history[-2] if len(history) > 1 else {"step": 0, "nonfinite_steps": 0}
