@@ -72,7 +72,7 @@ RESULTS_DIR = "results"  # RUN/results/{val,test}/: the end of training's scores
 
 
 def score_best_checkpoint(run_dir, splits, *, device, precision, batch_size, num_workers,
-                          skip_missing=False, encoder_cache_dir=None, say=print):
+                          skip_missing=False, say=print):
     """The end of training: the run's best_model.pt scored on each split ({name: (features,
     manifest)}) with the validation script's defaults, each into RUN/results/NAME/ as
     validate_perceiver_model.py --output writes it. -> {name: summary}."""
@@ -83,7 +83,7 @@ def score_best_checkpoint(run_dir, splits, *, device, precision, batch_size, num
         dataset = validation_dataset(translator, manifest, features, skip_missing=skip_missing)
         summary, ids, refs, hyps = validate_checkpoint(
             translator, dataset, batch_size=batch_size, num_workers=num_workers,
-            encoder_cache_dir=encoder_cache_dir, checkpoint=checkpoint)
+            checkpoint=checkpoint)
         write_results(Path(run_dir) / RESULTS_DIR / name, summary, ids, refs, hyps)
         say(f"{name}: {score_line(summary)}")
         summaries[name] = summary
