@@ -5,7 +5,8 @@
 
 The folder has Hugging Face's layout: model.safetensors (weights only, no pickle),
 config.json, spiece.model, generation_config.json and README.md, the model card: what it
-was trained on, its validation BLEU with the sacrebleu signature, chrF, and the settings.
+was trained on, its validation BLEU with the sacrebleu signature, chrF, the scores of the end
+of training (RUN/results/, val and test, with 95% intervals) where they are, and the settings.
 """
 import argparse
 from pathlib import Path
@@ -14,8 +15,8 @@ from common.errors import UserError, cli_main
 from common.files import read_json
 from models.checkpoint import GENERATION_KEYS, load_model, save_exported
 
-from .generation import GenerationSettings
-from .metrics import display, epoch_metrics, translation_metrics
+from .generation import GenerationSettings, decoding
+from .metrics import display, epoch_metrics, metric_names, translation_metrics
 
 
 def export(checkpoint, out_dir):
@@ -36,11 +37,43 @@ def export(checkpoint, out_dir):
                            **{k: v for k, v in record.items() if k.endswith("_signature")}},
             "data": run_config.get("data", {}), "parameters": model.parameter_counts(),
             "exported_from": str(Path(checkpoint).resolve())}
-    card = model_card(Path(out_dir).name, model, train_args, record, run_config, settings)
+    scored = end_of_training_scores(checkpoint)
+    info["scored"] = {split: {k: v for k, v in summary.items()
+                              if k in translation_metrics(["x"], ["x"]) or k in (
+                                  "confidence_95", "num_samples", "generation", "manifest")}
+                      for split, summary in scored.items()}
+    card = model_card(Path(out_dir).name, model, train_args, record, run_config, settings,
+                      scored)
     return save_exported(out_dir, model, tokenizer, info, vars(settings), card)
 
 
-def model_card(name, model, args, record, run_config, settings):
+def end_of_training_scores(checkpoint):
+    """{split: validation summary} of RUN/results/SPLIT/ written for this very checkpoint
+    when its training ended (none for last_model.pt, or a checkpoint moved elsewhere)."""
+    path = Path(checkpoint).resolve()
+    found = {}
+    for summary_path in sorted(path.parent.glob("results/*/validation_summary.json")):
+        summary = read_json(summary_path)
+        if Path(summary.get("checkpoint") or "").resolve() == path:
+            found[summary_path.parent.name] = summary
+    return found
+
+
+def scored_rows(scored):
+    """The model card's rows for the end-of-training scores: each headline metric per split,
+    BLEU and chrF with their 95% intervals."""
+    rows = []
+    for split, summary in scored.items():
+        for name in metric_names(headline_only=True):
+            interval = summary.get("confidence_95", {}).get(name)
+            value = f"{summary[name]:.{display(name).decimals}f}" + (
+                f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+            rows.append((f"{split} {display(name).label} ({summary['num_samples']} sentences, "
+                         f"{decoding(summary['generation'])})", value))
+    return rows
+
+
+def model_card(name, model, args, record, run_config, settings, scored=None):
     config = model.config
     data = run_config.get("data", {})
     # Older runs did not record the signatures; they are fixed by this code's settings (one
@@ -84,6 +117,9 @@ def model_card(name, model, args, record, run_config, settings):
         f"samples, features `{args.get('train_features')}`, {data.get('feature_dim', '?')}-d)",
         f"- validation: `{args.get('val_manifest')}` ({data.get('val_samples', '?')} samples)",
         "",
+        *(["## Results (the best checkpoint scored when training ended; 95% intervals)", "",
+           "| measure | value |", "|---|---|",
+           *[f"| {k} | {v} |" for k, v in scored_rows(scored)], ""] if scored else []),
         "## Results (validation set, during training)",
         "",
         "| measure | value |", "|---|---|",

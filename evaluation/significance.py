@@ -131,13 +131,14 @@ def format_rows(rows, n_samples):
     lines = []
     for label, systems in rows.items():
         lines.append(f"{label} (95% interval from {n_samples} bootstrap resamples; p: paired "
-                     "bootstrap / approximate randomisation, vs the first system)")
+                     "bootstrap / approximate randomisation, vs the first system; "
+                     f"{1 / (n_samples + 1):.4f} is the smallest they can show)")
         for r in systems:
             p = ("baseline" if r["p_bootstrap"] is None else
                  f"p = {r['p_bootstrap']:.4f} / {r['p_randomisation']:.4f}")
             seeds = (f"  seeds: {r['seeds'][0]:.2f} ± {r['seeds'][1]:.2f} (n={r['n']})"
                      if "seeds" in r else "")
-            lines.append(f"  {r['system']:<30} {r['score']:6.2f}  ({r['mean']:.2f} ± "
+            lines.append(f"  {r['system']}: {r['score']:.2f} ({r['mean']:.2f} ± "
                          f"{r['ci']:.2f})  {p}{seeds}")
     return "\n".join(lines)
 
@@ -204,7 +205,10 @@ def compare(paths, split="test", n_samples=1000, group_seeds=True):
 
 
 def group_name(paths):
-    return paths[0] if len(paths) == 1 else f"{', '.join(map(str, paths))} ({len(paths)} seeds)"
+    """A run as given; a seed group by its runs' directory names."""
+    if len(paths) == 1:
+        return str(paths[0])
+    return f"{', '.join(Path(p).name for p in paths)} ({len(paths)} seeds)"
 
 
 @cli_main

@@ -6,6 +6,7 @@ the only key, softmax over a single key would be exactly 1 and every latent woul
 same vector. With the latents among the keys, each latent attends differently.
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -25,20 +26,27 @@ class PerceiverAttention(nn.Module):
         self.to_kv = nn.Linear(dim, inner * 2, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
 
-    def forward(self, x, latents, mask):
-        """x (B, N, dim), latents (B, L, dim), mask (B, N) True = valid -> (B, L, dim), attn."""
+    def forward(self, x, latents, mask, return_attention=False):
+        """x (B, N, dim), latents (B, L, dim), mask (B, N) True = valid -> (B, L, dim), and
+        the attention (B, h, L, N + L) with return_attention (else None)."""
         x, latents = self.norm_media(x), self.norm_latents(latents)
         b, l, h = x.shape[0], latents.shape[1], self.heads
         q = self.to_q(latents)  # (B, L, h * dim_head): queries from the latents only
         k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)  # (B, N + L, h * d)
         q, k, v = (t.reshape(b, t.shape[1], h, -1).transpose(1, 2) for t in (q, k, v))
         # q (B, h, L, dim_head); k, v (B, h, N + L, dim_head)
-        scores = (q * self.scale) @ k.transpose(-1, -2)  # (B, h, L, N + L)
         key_mask = torch.cat([mask, mask.new_ones(b, l)], dim=1)  # latents are always valid
-        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        attn = scores.softmax(dim=-1)  # (B, h, L, N + L)
-        out = (attn @ v).transpose(1, 2).reshape(b, l, -1)  # (B, L, h * dim_head)
-        return self.to_out(out), attn
+        if return_attention:  # the weights themselves, for the attention plots
+            scores = (q * self.scale) @ k.transpose(-1, -2)  # (B, h, L, N + L)
+            scores = scores.masked_fill(~key_mask[:, None, None, :],
+                                        torch.finfo(scores.dtype).min)
+            attn = scores.softmax(dim=-1)
+            out = attn @ v
+        else:  # PyTorch's fused kernel: the same result without the (L, N + L) matrices
+            attn = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
+                                                 scale=self.scale)
+        return self.to_out(out.transpose(1, 2).reshape(b, l, -1)), attn
 
 
 class PerceiverResampler(nn.Module):
@@ -66,7 +74,7 @@ class PerceiverResampler(nn.Module):
         latents = self.latents.unsqueeze(0).expand(x.shape[0], -1, -1)
         attentions = []
         for attend, ff in self.layers:
-            update, attn = attend(x, latents, mask)
+            update, attn = attend(x, latents, mask, return_attention)
             latents = latents + update
             latents = latents + ff(latents)
             attentions.append(attn)

@@ -227,3 +227,23 @@ def test_contrastive_loss_picks_each_prefix_own_text(tiny_model):
     x, mask = torch.randn(3, 5, 16), torch.ones(3, 5, dtype=torch.bool)
     plain = model(x, mask, labels)
     assert model(x, mask, labels, contrastive_weight=1.0).item() == plain.item()  # no heads
+
+
+def test_perceiver_fused_attention_equals_the_explicit_weights():
+    """Training runs PyTorch's scaled_dot_product_attention with the padding mask; the
+    attention plots compute the weights themselves: the same outputs and gradients."""
+    from models.perceiver import PerceiverResampler
+    torch.manual_seed(0)
+    model = PerceiverResampler(input_dim=32, hidden_dim=64, output_dim=48, num_latents=8,
+                               num_layers=2, num_heads=4, dim_head=16)
+    x = torch.randn(3, 20, 32)
+    mask = torch.arange(20)[None] < torch.tensor([20, 7, 1])[:, None]  # one frame left, too
+    fused = model(x, mask)
+    fused_grads = torch.autograd.grad(fused.square().sum(), list(model.parameters()))
+    explicit, attentions = model(x, mask, return_attention=True)
+    explicit_grads = torch.autograd.grad(explicit.square().sum(), list(model.parameters()))
+    assert torch.allclose(fused, explicit, atol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max())  # relative: sums
+               for a, b in zip(fused_grads, explicit_grads))
+    assert attentions[0].shape == (3, 4, 8, 28)
+    assert attentions[0][2, :, :, 1:20].abs().max() == 0  # padded frames get no weight

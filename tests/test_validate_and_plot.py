@@ -226,6 +226,11 @@ def test_export_then_validate_gives_the_same_bleu(tiny_run, tiny_data, tmp_path)
     best = max(json.loads((run / "training_history.json").read_text()),
                key=lambda e: e["val_bleu"])
     assert f"{best['val_bleu']:.2f}" in card and "nrefs:1\\|case:mixed" in card
+    test = json.loads((run / "results" / "test" / "validation_summary.json").read_text())
+    low, high = test["confidence_95"]["bleu"]
+    assert (f"| test BLEU (24 sentences, beam 4) | {test['bleu']:.2f} [{low:.2f}, {high:.2f}] |"
+            in card)
+    assert config["scored"]["test"]["bleu"] == test["bleu"]
     summaries = []
     for checkpoint in (run / "best_model.pt", exported):
         out = tmp_path / f"validation_{checkpoint.name}"
