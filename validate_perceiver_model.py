@@ -18,9 +18,9 @@ from common.files import check_output_dir_usable
 from evaluation.attention import check_attention_plot, write_attention_plots
 from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import GenerationSettings, add_generation_args
+from evaluation.translate import load_translator
 from evaluation.validate import (format_report, validate_checkpoint, validation_dataset,
                                  write_results)
-from evaluation.translate import load_translator
 
 
 def build_parser():

@@ -3,12 +3,13 @@
     MFU = FLOPs per training sample x samples/s / (peak FLOP/s x processes)
 
 FLOPs per sample are counted from the model itself: torch.utils.flop_counter.FlopCounterMode
-over the run's first training step (its forward and backward at the run's shapes: the
-matrix multiplies and attention every MFU figure counts, of whatever the step runs; a frozen
-encoder served from its cache runs nothing), so the count costs no extra step. The peak is the device's published dense figure for the run's
-dtype where known (CUDA), else measured once per run: a large matrix multiply in the run's
-dtype with the run's threads. On a CPU the measured peak is what this machine's BLAS
-reaches, not a datasheet number, so CPU MFU says how close the step comes to that.
+over the run's first training step (its forward and backward at the run's shapes: the matrix
+multiplies and attention every MFU figure counts, of whatever the step runs; a frozen
+encoder served from its cache runs nothing), so the count costs no extra step. The peak is
+the device's published dense figure for the run's dtype where known (CUDA), else measured
+once per run: a large matrix multiply in the run's dtype with the run's threads. On a CPU
+the measured peak is what this machine's BLAS reaches, not a datasheet number, so CPU MFU
+says how close the step comes to that.
 """
 import time
 from contextlib import contextmanager
