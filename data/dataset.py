@@ -99,12 +99,18 @@ class Collator:
 
     def __init__(self, tokenizer, max_target_length=128):
         self.tokenizer, self.max_target_length = tokenizer, max_target_length
+        self.label_ids = {}  # text -> its labels: each sentence is tokenized once per run
+
+    def labels(self, text):
+        if text not in self.label_ids:
+            self.label_ids[text] = torch.tensor(self.tokenizer.encode(text,
+                                                                      self.max_target_length))
+        return self.label_ids[text]
 
     def __call__(self, items):
         lengths = torch.tensor([it["inputs"].shape[0] for it in items])
         padded = torch.nn.utils.rnn.pad_sequence([it["inputs"] for it in items], batch_first=True)
-        labels = [torch.tensor(self.tokenizer.encode(it["text"], self.max_target_length))
-                  for it in items]
+        labels = [self.labels(it["text"]) for it in items]
         return {"index": torch.tensor([it["index"] for it in items]),
                 "ids": [it["id"] for it in items], "texts": [it["text"] for it in items],
                 "inputs": padded, "input_mask": torch.arange(padded.shape[1]) < lengths[:, None],

@@ -100,15 +100,25 @@ class SonarT5(nn.Module):
         states, states_mask = (inputs, input_mask) if encoded else self.encode(inputs, input_mask)
         return self.bridge(states, states_mask)
 
-    def decoder_logits(self, prefix, decoder_input_ids):
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=prefix),
-                      attention_mask=_all_valid(prefix), decoder_input_ids=decoder_input_ids,
-                      use_cache=False)
-        return out.logits
+    def decoder_logits(self, prefix, decoder_input_ids, positions=None):
+        """T5's decoder over the prefix, then its LM head: the logits (B, S, vocab) that
+        T5ForConditionalGeneration's forward computes, or (positions, a (B, S) bool mask) only
+        those of the positions the mask selects, (n, vocab). Training selects the positions
+        with a label: the head is the widest matmul of a step (32,128 columns for t5-small,
+        forward and both backward products) and padding needs none of it."""
+        hidden = self.t5.decoder(input_ids=decoder_input_ids, encoder_hidden_states=prefix,
+                                 use_cache=False)[0]
+        if positions is not None:
+            hidden = hidden[positions]
+        config = self.t5.config  # T5 scales the tied head's input (transformers 5 renamed it)
+        if getattr(config, "scale_decoder_outputs", config.tie_word_embeddings):
+            hidden = hidden * config.d_model ** -0.5
+        return self.t5.lm_head(hidden)
 
     def decoder_loss(self, prefix, labels, label_smoothing=0.0, word_dropout=0.0,
                      reduction="mean"):
-        """Cross-entropy of labels (B, S; -100 = padding) given the prefix.
+        """Cross-entropy of labels (B, S; -100 = padding) given the prefix, the mean (or
+        reduction="sum") over the labelled positions.
 
         word_dropout replaces decoder *input* tokens by unk with that probability (Bowman et
         al. 2016), so the decoder cannot lean on its own history alone. 0 changes nothing.
@@ -119,10 +129,10 @@ class SonarT5(nn.Module):
             drop[:, 0] = False  # keep the start token
             drop &= decoder_input_ids != self.t5.config.pad_token_id
             decoder_input_ids = decoder_input_ids.masked_fill(drop, UNK_ID)
-        logits = self.decoder_logits(prefix, decoder_input_ids)
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
-                               ignore_index=-100, label_smoothing=label_smoothing,
-                               reduction=reduction)
+        labelled = labels != -100
+        logits = self.decoder_logits(prefix, decoder_input_ids, positions=labelled)
+        return F.cross_entropy(logits.float(), labels[labelled],
+                               label_smoothing=label_smoothing, reduction=reduction)
 
     # -- the two entries: a training loss, and generation -----------------------------------
     def forward(self, inputs, input_mask, labels, encoded=False, label_smoothing=0.0,

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -77,6 +78,25 @@ def test_decoder_logits_equal_t5_for_conditional_generation(tiny_model):
     theirs = full(encoder_outputs=BaseModelOutput(last_hidden_state=prefix), attention_mask=mask,
                   decoder_input_ids=decoder_input_ids).logits
     torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("reduction, smoothing", [("mean", 0.0), ("mean", 0.1), ("sum", 0.0)])
+def test_decoder_loss_on_labelled_positions_equals_the_loss_over_all_logits(
+        tiny_model, reduction, smoothing):
+    """The LM head runs only where there is a label: the loss and its gradients are those of
+    the full logits with padding ignored."""
+    model, _ = tiny_model
+    labels = torch.tensor([[5, 9, 12, 1, -100, -100], [7, 3, 4, 8, 6, 1]])
+    prefix = torch.randn(2, 8, model.t5.config.d_model, requires_grad=True)
+    ours = model.decoder_loss(prefix, labels, label_smoothing=smoothing, reduction=reduction)
+    ours_grad, = torch.autograd.grad(ours, prefix)
+    logits = model.decoder_logits(prefix, model.t5._shift_right(labels))
+    theirs = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
+                             label_smoothing=smoothing, reduction=reduction)
+    theirs_grad, = torch.autograd.grad(theirs, prefix)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-4, atol=1e-6)
+    assert ours.item() > 0
 
 
 def test_batched_beam_generation_equals_per_sample(tiny_model):
