@@ -62,6 +62,31 @@ def atomic_write(path, write_fn, binary=True):
         _atomic_write(Path(path), write_fn, binary)
 
 
+_held_renames = None  # inside written_together(): [(temp file, path)] awaiting their rename
+
+
+@contextmanager
+def written_together():
+    """The atomic_write()s inside the block are written and fsynced as usual, but renamed into
+    place only when the block ends, one right after another: files that must agree (a
+    checkpoint and the history beside it) change together, microseconds apart rather than a
+    checkpoint's write time apart, so a kill finds both old or both new. An error in the
+    block (a full disk) removes the written temp files and changes none."""
+    global _held_renames
+    with stops_deferred():
+        _held_renames = []
+        try:
+            yield
+            for tmp, path in _held_renames:
+                os.replace(tmp, path)
+        except BaseException:
+            for tmp, _ in _held_renames:
+                Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            _held_renames = None
+
+
 def _atomic_write(path, write_fn, binary):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     writes = None
@@ -72,7 +97,10 @@ def _atomic_write(path, write_fn, binary):
             write_fn(writes)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if _held_renames is not None:  # inside written_together(): renamed when the block ends
+            _held_renames.append((tmp, path))
+        else:
+            os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         # torch's zip writer reports a failed write (a full disk) as "unexpected pos"

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from common.errors import Terminated, UserError
-from common.files import write_json
+from common.files import write_json, written_together
 from models.checkpoint import save_model
 
 
@@ -90,18 +90,20 @@ def batch_seed(seed, epoch, batch_index, rank):
 
 
 def save_progress(args, model, tokenizer, state, history, optimization, improved, run_config):
-    """best_model.pt if improved, then last_model.pt, training_history.json and config.json.
-    An epoch counts once it is in last_model.pt: a crash between the two re-runs the epoch.
+    """best_model.pt if improved, last_model.pt, training_history.json and config.json,
+    renamed into place together once all are written: a crash or kill at any moment leaves
+    the four of one epoch (a --resume continues after the epoch last_model.pt holds).
     config.json is written with the checkpoints, so a start or a --resume that fails before
     its first checkpoint leaves it as it was."""
     out = Path(args.output_dir)
     common = dict(epoch=state.epoch, history=history, best_bleu=state.best_bleu)
-    if improved:
-        save_model(out / "best_model.pt", model, tokenizer, vars(args), **common)
-    save_model(out / "last_model.pt", model, tokenizer, vars(args), **common,
-               state=asdict(state), **optimization.state_dict(), rng=_rng_state())
-    write_json(out / "training_history.json", history)
-    write_json(out / "config.json", run_config)
+    with written_together():  # a kill finds the checkpoints and the history of one epoch
+        if improved:
+            save_model(out / "best_model.pt", model, tokenizer, vars(args), **common)
+        save_model(out / "last_model.pt", model, tokenizer, vars(args), **common,
+                   state=asdict(state), **optimization.state_dict(), rng=_rng_state())
+        write_json(out / "training_history.json", history)
+        write_json(out / "config.json", run_config)
 
 
 def restore_progress(ckpt, optimization, rank=0):
