@@ -80,6 +80,7 @@ def require(condition, message):
         raise AssertionError(message)
 
 
+@cli_main
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
@@ -180,4 +181,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli_main(main)()
+    main()

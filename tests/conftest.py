@@ -1,10 +1,24 @@
 """Shared fixtures: tiny demo data, a tiny model, a tiny trained run, a tiny encoder
 checkpoint, and running scripts as a user does."""
+import contextlib
+import importlib
+import io
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import traceback
+import warnings
 from pathlib import Path
+
+# The toolkit's commands run in this process too (run_script): no network, before the hub
+# library reads its settings on import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+# A shell's background job (and a pytest-xdist worker) starts with Ctrl-C ignored, and the
+# runs a test starts would inherit that: the Ctrl-C tests need it delivered.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 import torch
@@ -25,14 +39,70 @@ TINY_MODEL = ["--t5_model", "t5-tiny", "--vocab_size", "200", "--encoder_dim", "
               "--num_beams", "1", "--max_new_tokens", "16"]
 
 
-def run_script(*args, timeout=600, check=False):
-    """Run one of the toolkit's scripts the way a user does; no network."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+def run_script(*args, timeout=600, check=False, fresh_interpreter=False):
+    """Run one of the toolkit's commands the way a user does, `script.py ARGS` or `-m module
+    ARGS`; no network. Its main() runs in this process (the seconds a new interpreter spends
+    importing torch and transformers are paid once per session), with the command's argv,
+    working directory and warning filters, stdout and stderr captured, and the exit status a
+    shell would see. fresh_interpreter=True (and anything but the toolkit's own commands,
+    e.g. torchrun): a real subprocess, for what needs one (signals, start-up, environment)."""
+    args = list(map(str, args))
+    module = (args[1] if args[0] == "-m" else args[0].removesuffix(".py")) if args else ""
+    if fresh_interpreter or not _toolkit_command(module):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=timeout)
+    else:
+        result = _run_in_process(module, args[2:] if args[0] == "-m" else args[1:])
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+def _toolkit_command(module):
+    """A module of this repository with a main() (the scripts, python -m evaluation.export, ...)."""
+    top = module.split(".")[0]
+    return (ROOT / f"{top}.py").is_file() or (ROOT / top / "__init__.py").is_file()
+
+
+# A fresh interpreter's warning filters (python -W default, without pytest's).
+FRESH_WARNING_FILTERS = [("default", DeprecationWarning, "__main__"),
+                         ("ignore", DeprecationWarning, None),
+                         ("ignore", PendingDeprecationWarning, None),
+                         ("ignore", ImportWarning, None), ("ignore", ResourceWarning, None)]
+
+
+def _run_in_process(module_name, argv):
+    entry = importlib.import_module(module_name)
+    if not hasattr(entry, "main"):  # a package run with -m: its __main__.py
+        entry = importlib.import_module(f"{module_name}.__main__")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = sys.argv, os.getcwd(), torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    sys.argv = [entry.__file__, *argv]  # argparse's usage lines name the script
+    os.chdir(ROOT)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(stdout), \
+                contextlib.redirect_stderr(stderr):
+            warnings.resetwarnings()
+            for action, category, module in FRESH_WARNING_FILTERS:
+                warnings.filterwarnings(action, category=category, module=module or "")
+            try:
+                code = entry.main(argv)
+                code = code if isinstance(code, int) else 0
+            except SystemExit as stop:  # as the interpreter turns it into a status
+                code = stop.code if isinstance(stop.code, int) else stop.code is not None
+                if stop.code is not None and not isinstance(stop.code, int):
+                    print(stop.code, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - what an uncaught exception prints
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+        torch.set_num_threads(saved[2])
+        signal.signal(signal.SIGTERM, saved[3])
+    return subprocess.CompletedProcess([module_name, *argv], int(code), stdout.getvalue(),
+                                       stderr.getvalue())
 
 
 def assert_user_error(result, *fragments):
