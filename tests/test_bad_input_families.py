@@ -47,6 +47,7 @@ def history(out):
 
 
 # -- 1. data loss ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_overwrite_then_ctrl_c_in_the_first_epoch_keeps_the_earlier_run(tiny_run, tiny_data,
                                                                         tmp_path):
     earlier, _ = tiny_run
@@ -67,6 +68,7 @@ def test_overwrite_then_ctrl_c_in_the_first_epoch_keeps_the_earlier_run(tiny_run
     assert not (out / ".replaced_run").exists()
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_running_directory_is_refused(tiny_data, tmp_path):
     out = tmp_path / "run"
     first = popen_train(tiny_data, out, "--epochs", 6, "--batch_size", 2)
@@ -80,6 +82,7 @@ def test_a_second_run_into_a_running_directory_is_refused(tiny_data, tmp_path):
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_plot_on_a_full_disk_keeps_the_good_png(tiny_run, tmp_path):
     run, _ = tiny_run
     png = tmp_path / "curves.png"
@@ -235,6 +238,7 @@ def interrupted_then_resumed(data, out, stop_signal):
 METRICS = ("train_loss", "val_loss", "val_bleu", "val_chrf", "cond_gap", "step")
 
 
+@pytest.mark.slow
 def test_ctrl_c_or_sigterm_then_resume_equals_the_uninterrupted_run(tiny_data, tmp_path):
     train(tiny_data, tmp_path / "whole", *RUN)
     whole = [{k: r[k] for k in METRICS} for r in history(tmp_path / "whole")]
@@ -248,6 +252,7 @@ def test_ctrl_c_or_sigterm_then_resume_equals_the_uninterrupted_run(tiny_data, t
         assert resumed == whole, stop.name
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_exits_cleanly(tiny_data, tmp_path):
     out = tmp_path / "run"
     proc = popen_train(tiny_data, out, "--epochs", 3, "--batch_size", 2)
@@ -261,6 +266,7 @@ def test_a_second_ctrl_c_exits_cleanly(tiny_data, tmp_path):
     load_model(out / "last_model.pt")
 
 
+@pytest.mark.slow
 def test_after_a_kill_the_earlier_run_comes_back_and_failed_starts_do_not_block(tiny_run,
                                                                                tiny_data,
                                                                                tmp_path):
@@ -325,6 +331,7 @@ def test_ids_stay_inside_the_features_directory_and_commas_are_named(tmp_path):
         FeatureDataset(tmp_path / "c.csv", tmp_path / "val")
 
 
+@pytest.mark.slow
 def test_a_sample_too_long_for_memory_is_named_with_the_fix(tiny_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)

@@ -2,9 +2,12 @@
 asserted: speed targets live in benchmarks/, measured as ratios)."""
 import json
 
+import pytest
+
 from .conftest import run_script
 
 
+@pytest.mark.slow
 def test_benchmark_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     result = run_script("-m", "benchmarks.run", "--num_train", "8", "--num_val", "4",

@@ -126,6 +126,7 @@ def test_a_full_disk_keeps_nothing(tiny_model, tiny_data, tmp_path, monkeypatch)
     assert [p.name for p in root.iterdir() if p.is_dir()] == []  # no entry, no half build
 
 
+@pytest.mark.slow
 def test_killed_build_is_not_a_cache_and_the_next_run_rebuilds(tiny_data, sonar_checkpoint,
                                                                tmp_path):
     root = tmp_path / "cache"

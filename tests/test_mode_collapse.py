@@ -33,10 +33,11 @@ class ConstantBridge(nn.Module):
         return self.bridge(torch.zeros_like(states[:, :1]), None)
 
 
+@pytest.mark.slow
 def test_conditioning_gap_positive_when_trained_and_zero_for_a_constant_prefix(tmp_path):
     out = tmp_path / "demo"  # one epoch of the demo: its own data, model and settings
     run_script("train_sonar_with_t5.py", "--demo", "--epochs", "1", "--output_dir", out,
-               check=True)
+               "--skip_final_scoring", check=True)
     model, tokenizer, _ = load_model(out / "last_model.pt")
     data = out / "demo_data"
     trained_gap = gap(model, tokenizer, data)

@@ -198,6 +198,7 @@ def test_sonar_checkpoint_mismatch_names_keys(tmp_path):
         load_encoder(tmp_path / "bad.pt")
 
 
+@pytest.mark.slow
 def test_smoke_test_script_passes():
     result = run_script("test_perceiver_architecture.py", "--device", "cpu", check=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("✅")]
@@ -208,6 +209,7 @@ def test_smoke_test_script_passes():
     assert len(lines) == 6
 
 
+@pytest.mark.slow
 def test_smoke_test_projection_bridge():
     result = run_script("test_perceiver_architecture.py", "--bridge", "projection",
                         "--num_latents", "32", check=True)

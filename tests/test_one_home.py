@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -55,6 +56,7 @@ register_bridge("mean", Bridge(
 '''
 
 
+@pytest.mark.slow
 def test_a_third_bridge_registered_in_this_file_trains_validates_and_tables(tiny_data,
                                                                           tmp_path):
     run = tmp_path / "mean_bridge"
@@ -90,6 +92,7 @@ metrics.translation_metrics = with_toy
 '''
 
 
+@pytest.mark.slow
 def test_a_metric_added_in_one_place_reaches_every_consumer(tiny_data, tmp_path):
     run = tmp_path / "run"
     trained = run_with(TOY_METRIC, "train_sonar_with_t5.py",

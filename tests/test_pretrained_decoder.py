@@ -10,6 +10,7 @@ import json
 import pytest
 from transformers import T5Config, T5ForConditionalGeneration
 
+from data.synthetic import make_demo_data
 from models.tokenizer import train_tokenizer
 
 from .conftest import TEXTS, data_args, run_patched
@@ -52,11 +53,19 @@ def hub_cache(tmp_path_factory):
     return cache
 
 
+@pytest.fixture(scope="module")
+def guide_data(tmp_path_factory):
+    """Two batches of the guide's size: what is tested is the t5-small-shaped model's path."""
+    return make_demo_data(tmp_path_factory.mktemp("guide_data"), num_train=16, num_val=4,
+                          num_test=4, feature_dim=16, seed=0)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(GUIDE))
 def test_guide_command_runs_its_first_epoch_with_t5_small_from_the_cache(
-        name, hub_cache, tiny_data, sonar_checkpoint, tmp_path):
+        name, hub_cache, guide_data, sonar_checkpoint, tmp_path):
     out = tmp_path / name
-    argv = [*map(str, data_args(tiny_data)), "--sonar_checkpoint", str(sonar_checkpoint),
+    argv = [*map(str, data_args(guide_data)), "--sonar_checkpoint", str(sonar_checkpoint),
             "--output_dir", str(out), *GUIDE[name], "--device", "cpu"]
     result = run_patched(STOP_AFTER_FIRST_EPOCH, argv, env={"HF_HUB_CACHE": str(hub_cache)})
     assert result.returncode == 143, result.stderr[-3000:]  # SIGTERM, after epoch 1's save

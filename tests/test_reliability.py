@@ -32,6 +32,7 @@ def assert_complete(out, epochs):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_five_sigkills_at_random_moments_then_resume(tiny_data, tmp_path):
     out, epochs, rng = tmp_path / "run", 6, random.Random(7)
     for kill in range(5):
@@ -65,6 +66,7 @@ torch.save = save
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tiny_data, tmp_path):
     out = tmp_path / "run"
     # saves: epoch 1 best + last, epoch 2 best (if improved) ... the 4th is a last_model.pt
@@ -93,6 +95,7 @@ torch.save = save
 """
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = run_patched(FULL_DISK_ON_SECOND_EPOCH, train_argv(tiny_data, out, "--epochs", 3))
@@ -102,6 +105,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tiny_data, tmp_path
     assert not list(out.glob(".*.tmp"))  # no half-written temp files left behind
 
 
+@pytest.mark.slow
 def test_sigint_saves_mid_epoch_and_resume_finishes(tiny_data, tmp_path):
     out = tmp_path / "run"
     argv = train_argv(tiny_data, out, "--epochs", 8, "--batch_size", 4)
@@ -136,6 +140,7 @@ SonarT5.forward = forward
 """
 
 
+@pytest.mark.slow
 def test_non_finite_batches_are_skipped_and_counted(tiny_data, tmp_path):
     out = tmp_path / "run"
     patch = NAN_LOSS.replace("{BAD}", "lambda n: n in (2, 5, 9)")
@@ -147,6 +152,7 @@ def test_non_finite_batches_are_skipped_and_counted(tiny_data, tmp_path):
     assert_complete(out, 2)
 
 
+@pytest.mark.slow
 def test_a_run_that_keeps_diverging_stops_with_its_last_good_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
     # epoch 1 (24 batches) is fine, epoch 2 takes 6 steps of 24 (an epoch without one step

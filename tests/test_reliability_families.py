@@ -53,6 +53,7 @@ def wait_for(predicate, proc, timeout=300):
 
 
 # -- 1. never delete what the toolkit did not write -----------------------------------------
+@pytest.mark.slow
 def test_a_users_own_logs_in_the_output_directory_are_never_removed(tiny_data, tmp_path):
     out = tmp_path / "run"
     (out / "tensorboard").mkdir(parents=True)
@@ -163,6 +164,7 @@ SonarT5.forward = forward
 """
 
 
+@pytest.mark.slow
 def test_an_epoch_that_takes_no_step_stops_the_run(tiny_data, tmp_path):
     some = run_patched(NAN_LOSS.replace("{BAD}", "lambda n: n in (2, 3)"),
                        train_argv(tiny_data, tmp_path / "some", "--epochs", 1))
@@ -212,6 +214,7 @@ def same_run(a, b):
         [(r["step"], round(r["loss"], 6)) for r in log_lines(b)]
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_with_workers_saves_and_resumes_identically(tiny_data,
                                                                                 tmp_path):
     whole, out = tmp_path / "whole", tmp_path / "stopped"
@@ -230,6 +233,7 @@ def torchrun(*args):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args]
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_torchrun_job_stops_every_process_at_one_step(tiny_data, tmp_path):
     whole, out = tmp_path / "whole", tmp_path / "stopped"
     run_script(*torchrun("train_sonar_with_t5.py", *train_argv(tiny_data, whole, *STOPPABLE))[1:],
@@ -256,6 +260,7 @@ def file_size_limit(max_bytes):
     return limit
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
     train(tiny_data, out, "--epochs", 1)
@@ -430,6 +435,7 @@ engine.optimizer_step = step_then_ctrl_c
 """
 
 
+@pytest.mark.slow
 def test_the_first_log_line_after_a_mid_epoch_resume_averages_like_the_whole_run(tiny_data,
                                                                                  tmp_path):
     flags = ("--epochs", 1, "--batch_size", 2, "--log_every", 10)
@@ -481,6 +487,7 @@ def wandb_history(run_dir):
     return rows
 
 
+@pytest.mark.slow
 def test_wandb_offline_for_real(tiny_data, tmp_path):
     pytest.importorskip("wandb", reason="wandb is not installed (pip install wandb)")
     out, env = tmp_path / "run", {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -510,6 +517,7 @@ def trackio_query(env, call):
     return json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_trackio_locally_for_real(tiny_data, tmp_path):
     pytest.importorskip("trackio", reason="trackio is not installed (pip install trackio)")
     env = {"TRACKIO_DIR": str(tmp_path / "trackio"), "TRACKIO_PROJECT": "test"}

@@ -102,6 +102,7 @@ def test_benchmark_commands(tmp_path):
     assert flags["--test_manifest"] == str(tmp_path / "manifests" / "test.tsv")
 
 
+@pytest.mark.slow
 def test_the_benchmark_command_trains_scores_the_test_split_and_makes_the_table(
         tiny_bert, tmp_path, monkeypatch):
     nouns = "tool library plugin daemon font game server editor viewer driver".split()

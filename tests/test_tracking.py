@@ -19,6 +19,7 @@ def steps_logged(out):
     return [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_step_log_and_tensorboard_continue_after_a_kill_without_duplicates(tiny_data, tmp_path):
     out = tmp_path / "run"
     argv = train_argv(tiny_data, out, "--log_every", "2", "--report_to", "tensorboard")
@@ -107,6 +108,7 @@ def test_shipped_configs_reproduce_the_original_guides_runs(name):
     assert {k: getattr(args, k) for k in expected} == expected
 
 
+@pytest.mark.slow
 def test_logs_of_a_run_killed_before_its_first_checkpoint_do_not_block_the_next(tiny_data,
                                                                                 tmp_path):
     out = tmp_path / "run"

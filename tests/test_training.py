@@ -72,6 +72,7 @@ def wait_for(path, predicate, proc, timeout=300):
     raise AssertionError("timed out")
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_without_repeating_epochs(tiny_data, tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "train_sonar_with_t5.py", *map(str, data_args(tiny_data)),
@@ -124,6 +125,7 @@ def test_unfrozen_encoder_changes_and_learning_rates_keep_their_ratio(tiny_data,
     assert {g["name"]: g["weight_decay"] for g in groups}["t5_no_decay"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", [False, True], ids=["unfrozen", "frozen_cache"])
 def test_two_processes_with_torchrun(tiny_data, sonar_checkpoint, tmp_path, frozen):
     out, cache = tmp_path / "ddp", tmp_path / "cache"
@@ -162,6 +164,7 @@ def test_bad_flag_combinations(tiny_data, tmp_path, flags, fragment):
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_and_its_next_commands_work(tmp_path):
     out = tmp_path / "demo"
     result = run_script("train_sonar_with_t5.py", "--demo", "--epochs", "1", "--output_dir", out,

@@ -54,6 +54,7 @@ def test_skip_missing_trains_on_the_rest(tiny_data, tmp_path):
     assert config["data"]["train_samples"] == 95
 
 
+@pytest.mark.slow
 def test_compile_trains_like_the_eager_model(tiny_data, tmp_path):
     train(tiny_data, tmp_path / "eager", "--epochs", "1")
     result = train(tiny_data, tmp_path / "compiled", "--epochs", "1", "--compile")
@@ -89,6 +90,7 @@ def test_schedule_with_a_budget_holds_the_peak_then_decays_over_the_plan():
     assert epochs_in_budget(6000, 10, 30) == 30  # --epochs caps it
 
 
+@pytest.mark.slow
 def test_time_budget_runs_the_epochs_that_fit_and_decays_to_zero(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = train(tiny_data, out, "--epochs", "30", "--time_budget", "0.08")  # 4.8 s
