@@ -1,0 +1,77 @@
+"""The two training configurations the step benchmarks measure, as training-script flags, and
+the data they read: a slice of the realistic text benchmark's data (python -m
+benchmarks.text_data), so every step is a real sentence of real length.
+
+- recipe_embedding, recipe_tokens: configs/scratch_decoder.yaml (a t5-tiny decoder from
+  scratch, 128-wide bridge, 16 latents), on the 1024-d sentence embeddings (identity encoder)
+  or on the token features (a 2-layer feature encoder from scratch, token input).
+- guide: the original guide's shapes: a t5-small-shaped decoder with T5's 32,128-piece
+  vocabulary (random weights saved as a local model directory: no hub), the 768-wide
+  Perceiver with 64 latents on the 1024-d embedding, batch 16, learning rate 1e-4.
+"""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (feature directory under --data, flags). --output_dir and the data come from
+# step_data(); every run is on the CPU with the threads the benchmark says.
+CONFIGS = {
+    "recipe_embedding": ("features_embedding", [
+        "--config", str(ROOT / "configs" / "scratch_decoder.yaml"), "--identity_encoder",
+        "--resampler_input", "pooled"]),
+    "recipe_tokens": ("features_tokens", [
+        "--config", str(ROOT / "configs" / "scratch_decoder.yaml"),
+        "--resampler_input", "tokens"]),
+    "guide": ("features_embedding", [
+        "--t5_model", "{guide_t5}", "--identity_encoder", "--resampler_input", "pooled",
+        "--batch_size", "16", "--learning_rate", "1e-4"]),
+}
+# The same in every configuration: no time budget or early stop, greedy validation of a few
+# sentences, no end-of-training scoring (what is timed is the training epoch).
+COMMON = ["--device", "cpu", "--num_workers", "0", "--epochs", "1", "--time_budget", "0",
+          "--num_beams", "1", "--max_new_tokens", "8", "--skip_final_scoring", "--overwrite"]
+VAL_SAMPLES = 8
+
+
+def batch_size(name):
+    flags = CONFIGS[name][1]
+    return int(flags[flags.index("--batch_size") + 1]) if "--batch_size" in flags else 32
+
+
+def step_data(data, work, name, steps):
+    """-> the flags that point a run of `name` at exactly `steps` full training batches and
+    VAL_SAMPLES validation sentences of the text benchmark's data under `data`, writing
+    manifests (and the guide's model directory) under `work`."""
+    features, flags = CONFIGS[name]
+    work.mkdir(parents=True, exist_ok=True)
+    manifests = {}
+    for split, count in (("train", steps * batch_size(name)), ("val", VAL_SAMPLES)):
+        lines = (Path(data) / "manifests" / f"{split}.tsv").read_text().splitlines()
+        if len(lines) - 1 < count:
+            raise SystemExit(f"{data}: {split}.tsv has {len(lines) - 1} rows, {count} needed")
+        manifests[split] = work / f"{split}_{count}.tsv"
+        manifests[split].write_text("\n".join(lines[:count + 1]) + "\n")
+    flags = [f.format(guide_t5=guide_t5(work, data)) if "{" in f else f for f in flags]
+    return [*COMMON, *flags,
+            "--train_features", str(Path(data) / features / "train"),
+            "--train_manifest", str(manifests["train"]),
+            "--val_features", str(Path(data) / features / "val"),
+            "--val_manifest", str(manifests["val"])]
+
+
+def guide_t5(work, data):
+    """A t5-small-shaped T5 with random weights and a SentencePiece model trained on the
+    benchmark's text, saved as a local model directory (made once under `work`)."""
+    path = work / "t5_small_shaped"
+    if not (path / "spiece.model").is_file():
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        from models.tokenizer import train_tokenizer
+        config = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6,
+                          num_heads=8, dropout_rate=0.1, feed_forward_proj="relu",
+                          decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+        T5ForConditionalGeneration(config).save_pretrained(path)
+        rows = (Path(data) / "manifests" / "train.tsv").read_text().splitlines()[1:]
+        texts = [row.split("\t")[-1] for row in rows]
+        (path / "spiece.model").write_bytes(train_tokenizer(texts, 1000).model_bytes)
+    return str(path)
