@@ -91,8 +91,9 @@ def batch_seed(seed, epoch, batch_index, rank):
 
 def save_progress(args, model, tokenizer, state, history, optimization, improved, run_config):
     """best_model.pt if improved, last_model.pt, training_history.json and config.json,
-    renamed into place together once all are written: a crash or kill at any moment leaves
-    the four of one epoch (a --resume continues after the epoch last_model.pt holds).
+    renamed into place together once all are written: a crash or kill finds the four of one
+    epoch (but in the microseconds between the renames); a --resume continues after the epoch
+    last_model.pt holds.
     config.json is written with the checkpoints, so a start or a --resume that fails before
     its first checkpoint leaves it as it was."""
     out = Path(args.output_dir)
