@@ -11,6 +11,8 @@ benchmarks.text_data), so every step is a real sentence of real length.
 """
 from pathlib import Path
 
+from common.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (feature directory under --data, flags). --output_dir and the data come from
@@ -48,7 +50,9 @@ def step_data(data, work, name, steps):
     for split, count in (("train", steps * batch_size(name)), ("val", VAL_SAMPLES)):
         lines = (Path(data) / "manifests" / f"{split}.tsv").read_text().splitlines()
         if len(lines) - 1 < count:
-            raise SystemExit(f"{data}: {split}.tsv has {len(lines) - 1} rows, {count} needed")
+            raise UserError(f"{split}.tsv has {len(lines) - 1} rows, {count} needed",
+                            str(Path(data) / "manifests" / f"{split}.tsv"),
+                            "ask for fewer --steps")
         manifests[split] = work / f"{split}_{count}.tsv"
         manifests[split].write_text("\n".join(lines[:count + 1]) + "\n")
     flags = [f.format(guide_t5=guide_t5(work, data)) if "{" in f else f for f in flags]
