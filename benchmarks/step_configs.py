@@ -1,4 +1,4 @@
-"""The two training configurations the step benchmarks measure, as training-script flags, and
+"""The three training configurations the step benchmarks measure, as training-script flags, and
 the data they read: a slice of the realistic text benchmark's data (python -m
 benchmarks.text_data), so every step is a real sentence of real length.
 
@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "recipe_embedding": ("features_embedding", [
         "--config", str(ROOT / "configs" / "scratch_decoder.yaml"), "--identity_encoder",
-        "--resampler_input", "pooled"]),
+        "--resampler_input", "pooled", "--batch_size", "32"]),  # the recipe's, said here
     "recipe_tokens": ("features_tokens", [
         "--config", str(ROOT / "configs" / "scratch_decoder.yaml"),
-        "--resampler_input", "tokens"]),
+        "--resampler_input", "tokens", "--batch_size", "32"]),
     "guide": ("features_embedding", [
         "--t5_model", "{guide_t5}", "--identity_encoder", "--resampler_input", "pooled",
         "--batch_size", "16", "--learning_rate", "1e-4"]),
@@ -37,7 +37,7 @@ VAL_SAMPLES = 8
 
 def batch_size(name):
     flags = CONFIGS[name][1]
-    return int(flags[flags.index("--batch_size") + 1]) if "--batch_size" in flags else 32
+    return int(flags[flags.index("--batch_size") + 1])
 
 
 def step_data(data, work, name, steps):
@@ -68,12 +68,11 @@ def guide_t5(work, data):
     benchmark's text, saved as a local model directory (made once under `work`)."""
     path = work / "t5_small_shaped"
     if not (path / "spiece.model").is_file():
-        from transformers import T5Config, T5ForConditionalGeneration
+        from transformers import T5ForConditionalGeneration
 
+        from models.t5_decoder import preset_config
         from models.tokenizer import train_tokenizer
-        config = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6,
-                          num_heads=8, dropout_rate=0.1, feed_forward_proj="relu",
-                          decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+        config = preset_config("scratch-t5-small", vocab_size=32128)  # t5-small's shape
         T5ForConditionalGeneration(config).save_pretrained(path)
         rows = (Path(data) / "manifests" / "train.tsv").read_text().splitlines()[1:]
         texts = [row.split("\t")[-1] for row in rows]
