@@ -37,8 +37,13 @@ class Terminated(KeyboardInterrupt):
     exit status 143."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated
+def _stop(signum, frame):
+    """Ctrl-C or SIGTERM: raised where the program is. Further ones are ignored from here on:
+    the program is on its way out (saving, putting an earlier run back, closing progress
+    bars), and a second Ctrl-C half-way through would cut that short."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 # Library warnings that describe what this toolkit does on purpose, not a problem.
@@ -60,7 +65,10 @@ def cli_main(main):
 
     @functools.wraps(main)
     def wrapper(argv=None):
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        found = signal.getsignal(signal.SIGINT)
+        if found is not signal.SIG_IGN:  # started in the background with Ctrl-C ignored: still so
+            signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
         warnings.showwarning = show_warning
         for pattern in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
@@ -73,7 +81,9 @@ def cli_main(main):
             terminated = isinstance(stop, Terminated)
             print("terminated" if terminated else "interrupted", file=sys.stderr)
             sys.exit(143 if terminated else 130)
-        finally:  # a SIGTERM while the interpreter shuts down just ends it
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        finally:
+            if signal.getsignal(signal.SIGINT) is _stop:  # after a stop, one more is still ignored
+                signal.signal(signal.SIGINT, signal.SIG_DFL if found is None else found)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # during the interpreter's exit: ends it
 
     return wrapper
