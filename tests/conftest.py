@@ -10,11 +10,18 @@ import sys
 import tempfile
 import traceback
 import warnings
-from pathlib import Path
 
 # The toolkit's commands run in this process too (run_script): no network, before the hub
 # library reads its settings on import.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Frozen-encoder caches of the tests' runs: in a temporary directory, not the user's own.
+os.environ.setdefault("SONAR_T5_CACHE_DIR", tempfile.mkdtemp(prefix="sonar_t5_test_cache_"))
+# Under pytest-xdist each worker, and every process it starts, trains on one thread: two
+# workers of two threads each would fight over 2 cores, and one thread count everywhere keeps
+# the runs a test compares equal bit for bit.
+ONE_THREAD = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+if ONE_THREAD:
+    os.environ["OMP_NUM_THREADS"] = "1"
 # A shell's background job (and a pytest-xdist worker) starts with Ctrl-C ignored, and the
 # runs a test starts would inherit that: the Ctrl-C tests need it delivered.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
@@ -23,14 +30,15 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 import pytest
 import torch
 
+if ONE_THREAD:
+    torch.set_num_threads(1)
+
 from data.synthetic import make_demo_data
 from models import FeatureEncoder, FeatureEncoderConfig
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
 from models.feature_encoder import save_feature_encoder
 
-ROOT = Path(__file__).resolve().parents[1]
-# Frozen-encoder caches of the tests' runs: in a temporary directory, not the user's own.
-os.environ.setdefault("SONAR_T5_CACHE_DIR", tempfile.mkdtemp(prefix="sonar_t5_test_cache_"))
+from .processes import ENV, ROOT, run_python  # noqa: F401 - ENV and ROOT: for the tests
 # A model small enough to train in seconds on 2 CPU cores.
 TINY_MODEL = ["--t5_model", "t5-tiny", "--vocab_size", "200", "--encoder_dim", "32",
               "--encoder_layers", "1", "--hidden_dim", "64", "--num_latents", "8",
@@ -39,19 +47,18 @@ TINY_MODEL = ["--t5_model", "t5-tiny", "--vocab_size", "200", "--encoder_dim", "
               "--num_beams", "1", "--max_new_tokens", "16"]
 
 
-def run_script(*args, timeout=600, check=False, fresh_interpreter=False):
+def run_script(*args, timeout=600, check=False, own_process=False):
     """Run one of the toolkit's commands the way a user does, `script.py ARGS` or `-m module
     ARGS`; no network. Its main() runs in this process (the seconds a new interpreter spends
     importing torch and transformers are paid once per session), with the command's argv,
     working directory and warning filters, stdout and stderr captured, and the exit status a
-    shell would see. fresh_interpreter=True (and anything but the toolkit's own commands,
-    e.g. torchrun): a real subprocess, for what needs one (signals, start-up, environment)."""
+    shell would see. own_process=True (and anything but the toolkit's own commands, e.g.
+    torchrun): a process of its own (tests/processes.py), for what needs one (signals,
+    process-wide state)."""
     args = list(map(str, args))
     module = (args[1] if args[0] == "-m" else args[0].removesuffix(".py")) if args else ""
-    if fresh_interpreter or not _toolkit_command(module):
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=timeout)
+    if own_process or not _toolkit_command(module):
+        result = run_python(*args, timeout=timeout)
     else:
         result = _run_in_process(module, args[2:] if args[0] == "-m" else args[1:])
     if check and result.returncode != 0:
@@ -77,7 +84,8 @@ def _run_in_process(module_name, argv):
     if not hasattr(entry, "main"):  # a package run with -m: its __main__.py
         entry = importlib.import_module(f"{module_name}.__main__")
     stdout, stderr = io.StringIO(), io.StringIO()
-    saved = sys.argv, os.getcwd(), torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    saved = (sys.argv, os.getcwd(), torch.get_num_threads(), signal.getsignal(signal.SIGTERM),
+             signal.getsignal(signal.SIGINT))
     sys.argv = [entry.__file__, *argv]  # argparse's usage lines name the script
     os.chdir(ROOT)
     try:
@@ -101,6 +109,7 @@ def _run_in_process(module_name, argv):
         os.chdir(saved[1])
         torch.set_num_threads(saved[2])
         signal.signal(signal.SIGTERM, saved[3])
+        signal.signal(signal.SIGINT, saved[4])
     return subprocess.CompletedProcess([module_name, *argv], int(code), stdout.getvalue(),
                                        stderr.getvalue())
 
@@ -174,20 +183,20 @@ def sonar_checkpoint(tmp_path_factory):
     return path
 
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-
-
 def train_argv(data, out, *extra):
     return [*map(str, data_args(data)), *TINY_MODEL, "--output_dir", str(out), *map(str, extra)]
 
 
-def run_patched(patch, argv, env=None):
-    """Run the training script in a fresh interpreter after `patch` (Python source) ran.
-    env: variables to add to ENV."""
+def run_patched(patch, argv, env=None, new_interpreter=False):
+    """Run the training script in a process of its own after `patch` (Python source) ran.
+    env: variables to add to ENV. new_interpreter: a new Python (what the patch or env
+    changes is read when a library is imported), not a fork of tests/forked_python.py's."""
     code = (f"import sys; sys.argv = ['train_sonar_with_t5.py'] + {argv!r}\n{patch}\n"
             "import train_sonar_with_t5; train_sonar_with_t5.main()")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**ENV, **(env or {})},
-                          capture_output=True, text=True, timeout=600)
+    if new_interpreter:
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**ENV, **(env or {})},
+                              capture_output=True, text=True, timeout=600)
+    return run_python("-c", code, env={**ENV, **(env or {})})
 
 
 class Payload:

@@ -7,7 +7,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 from argparse import Namespace
 
@@ -22,14 +21,14 @@ from data.dataset import FeatureDataset
 from data.features import load_features
 from models.checkpoint import load_checkpoint, load_model
 
-from .conftest import (ENV, ROOT, Payload, assert_user_error, data_args, run_patched, run_script,
+from .conftest import (Payload, assert_user_error, data_args, run_patched, run_script,
                        train, train_argv)
+from .processes import run_python, start_python
 
 
 def popen_train(data, out, *extra):
-    return subprocess.Popen([sys.executable, "train_sonar_with_t5.py",
-                             *train_argv(data, out, *extra)], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_python("train_sonar_with_t5.py", *train_argv(data, out, *extra),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_until(predicate, proc, timeout=300):
@@ -96,8 +95,7 @@ def test_plot_on_a_full_disk_keeps_the_good_png(tiny_run, tmp_path):
     code = (f"import sys; sys.argv = ['plot_training_curves.py', '--checkpoint_dir', "
             f"{str(run)!r}, '--output', {str(png)!r}]\n{patch}"
             "import plot_training_curves; plot_training_curves.main()")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV,
-                            capture_output=True, text=True)
+    result = run_python("-c", code)
     assert_user_error(result, "No space left on device", "the previous file is unchanged")
     assert png.read_bytes() == good
     assert not list(tmp_path.glob(".*tmp"))

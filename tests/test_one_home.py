@@ -1,8 +1,6 @@
 """One home per idea: a third bridge is one register_bridge() call, a new metric one change in
 evaluation/metrics.py; old checkpoints and files keep loading under the new names."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,8 @@ from models.checkpoint import load_checkpoint
 from models.encoders import load_encoder
 from models.feature_encoder import save_feature_encoder
 
-from .conftest import ENV, ROOT, assert_user_error, train_argv
+from .conftest import assert_user_error, train_argv
+from .processes import run_python
 
 
 def run_with(patch, script, *argv):
@@ -21,8 +20,7 @@ def run_with(patch, script, *argv):
     a user's own module registering a bridge or a metric would do before the script runs."""
     code = (f"import sys; sys.argv = [{script!r}] + {list(map(str, argv))!r}\n{patch}\n"
             f"import runpy; runpy.run_path({script!r}, run_name='__main__')")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=600)
+    return run_python("-c", code)
 
 
 def validate_with(patch, run, data, output, *extra):

@@ -67,7 +67,9 @@ def test_guide_command_runs_its_first_epoch_with_t5_small_from_the_cache(
     out = tmp_path / name
     argv = [*map(str, data_args(guide_data)), "--sonar_checkpoint", str(sonar_checkpoint),
             "--output_dir", str(out), *GUIDE[name], "--device", "cpu"]
-    result = run_patched(STOP_AFTER_FIRST_EPOCH, argv, env={"HF_HUB_CACHE": str(hub_cache)})
+    # the hub library reads HF_HUB_CACHE when it is imported: a new interpreter
+    result = run_patched(STOP_AFTER_FIRST_EPOCH, argv, env={"HF_HUB_CACHE": str(hub_cache)},
+                         new_interpreter=True)
     assert result.returncode == 143, result.stderr[-3000:]  # SIGTERM, after epoch 1's save
     history = json.loads((out / "training_history.json").read_text())
     assert [r["epoch"] for r in history] == [1]

@@ -5,7 +5,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from models.checkpoint import load_checkpoint, load_model
 from models.feature_encoder import save_feature_encoder
 from models import FeatureEncoder, FeatureEncoderConfig
 
-from .conftest import ENV, ROOT, assert_user_error, run_patched, run_script, train_argv
+from .conftest import ROOT, assert_user_error, run_patched, run_script, train_argv
+from .processes import start_python
 
 def history(out):
     return [r["epoch"] for r in json.loads((Path(out) / "training_history.json").read_text())]
@@ -37,10 +37,9 @@ def test_five_sigkills_at_random_moments_then_resume(tiny_data, tmp_path):
     out, epochs, rng = tmp_path / "run", 6, random.Random(7)
     for kill in range(5):
         flag = "--resume" if (out / "last_model.pt").exists() else "--overwrite"
-        proc = subprocess.Popen([sys.executable, "train_sonar_with_t5.py",
-                                 *train_argv(tiny_data, out, "--epochs", epochs, flag)],
-                                cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = start_python("train_sonar_with_t5.py",
+                            *train_argv(tiny_data, out, "--epochs", epochs, flag),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(3.0, 9.0))  # start-up takes ~3 s, an epoch ~1 s
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -109,7 +108,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tiny_data, tmp_path
 def test_sigint_saves_mid_epoch_and_resume_finishes(tiny_data, tmp_path):
     out = tmp_path / "run"
     argv = train_argv(tiny_data, out, "--epochs", 8, "--batch_size", 4)
-    proc = subprocess.Popen([sys.executable, "train_sonar_with_t5.py", *argv], cwd=ROOT, env=ENV,
+    proc = start_python("train_sonar_with_t5.py", *argv,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start = time.time()
     while not (out / "training_history.json").exists() and time.time() - start < 300:

@@ -4,12 +4,10 @@ process group, torchrun); full disks; untrusted files; failing before the work; 
 the trackers run for real."""
 import json
 import os
-import resource
 import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +23,8 @@ from data.encoder_cache import cached_loaders
 from evaluation.export import export
 from models.checkpoint import load_checkpoint, load_model
 
-from .conftest import ENV, ROOT, assert_user_error, run_patched, run_script, train, train_argv
+from .conftest import ENV, assert_user_error, run_patched, run_script, train, train_argv
+from .processes import run_python, start_python
 
 
 def tree(path):
@@ -69,10 +68,10 @@ def test_a_users_own_logs_in_the_output_directory_are_never_removed(tiny_data, t
 
     # What a killed start of this toolkit left (its .run_logs marker names them) does go.
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "train_sonar_with_t5.py",
-                             *train_argv(tiny_data, killed, "--epochs", 1, "--batch_size", 2,
-                                         "--log_every", 1)], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_python("train_sonar_with_t5.py",
+                        *train_argv(tiny_data, killed, "--epochs", 1, "--batch_size", 2,
+                                    "--log_every", 1),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: (killed / "train_log.jsonl").is_file(), proc)
     proc.kill()
     proc.wait()
@@ -191,12 +190,12 @@ def descendants(pid):
 
 
 def stopped_by_the_group(command, out, every_process=False):
-    """Start `command` in a process group of its own; once the run is a few steps into
+    """Start `python COMMAND` in a process group of its own; once the run is a few steps into
     epoch 1, send SIGTERM to the group (a terminal, `timeout`, `docker stop`), or with
     every_process to each process of the job at once, in whatever group (Slurm's scancel).
     -> (exit status, stdout, stderr)."""
-    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = start_python(*command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        start_new_session=True)
     log = Path(out) / "train_log.jsonl"
     wait_for(lambda: log.is_file() and len(log.read_text().splitlines()) >= 2, proc)
     others = descendants(proc.pid) if every_process else []
@@ -220,8 +219,7 @@ def test_sigterm_to_the_process_group_with_workers_saves_and_resumes_identically
     whole, out = tmp_path / "whole", tmp_path / "stopped"
     train(tiny_data, whole, *STOPPABLE)
     code, stdout, stderr = stopped_by_the_group(
-        [sys.executable, "train_sonar_with_t5.py", *train_argv(tiny_data, out, *STOPPABLE)],
-        out)
+        ["train_sonar_with_t5.py", *train_argv(tiny_data, out, *STOPPABLE)], out)
     assert code == 143, stderr[-3000:]
     assert "Traceback" not in stderr and "killed by signal" not in stderr
     assert "terminated (SIGTERM) in epoch 1 after" in stdout and "resume with: " in stdout
@@ -230,13 +228,13 @@ def test_sigterm_to_the_process_group_with_workers_saves_and_resumes_identically
 
 
 def torchrun(*args):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args]
+    return ["-m", "torch.distributed.run", "--nproc_per_node", "2", *args]
 
 
 @pytest.mark.slow
 def test_sigterm_to_a_torchrun_job_stops_every_process_at_one_step(tiny_data, tmp_path):
     whole, out = tmp_path / "whole", tmp_path / "stopped"
-    run_script(*torchrun("train_sonar_with_t5.py", *train_argv(tiny_data, whole, *STOPPABLE))[1:],
+    run_script(*torchrun("train_sonar_with_t5.py", *train_argv(tiny_data, whole, *STOPPABLE)),
                check=True)
     # torchrun, its two processes and their DataLoader workers each get SIGTERM
     code, stdout, stderr = stopped_by_the_group(
@@ -247,19 +245,11 @@ def test_sigterm_to_a_torchrun_job_stops_every_process_at_one_step(tiny_data, tm
     assert "resume with: torchrun --nproc_per_node=2 train_sonar_with_t5.py" in stdout
     assert "killed by signal" not in stderr and "common.errors.Terminated" not in stderr
     run_script(*torchrun("train_sonar_with_t5.py",
-                         *train_argv(tiny_data, out, *STOPPABLE, "--resume"))[1:], check=True)
+                         *train_argv(tiny_data, out, *STOPPABLE, "--resume")), check=True)
     same_run(out, whole)
 
 
 # -- 4. a full disk -------------------------------------------------------------------------
-def file_size_limit(max_bytes):
-    """A subprocess preexec_fn: writes past max_bytes fail (EFBIG) as on a full disk."""
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # stays ignored across exec
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, resource.RLIM_INFINITY))
-    return limit
-
-
 @pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
@@ -267,20 +257,18 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data,
     last = (out / "last_model.pt").read_bytes()
     # best_model.pt (weights) fits, last_model.pt (weights + optimizer state) does not
     limit = (len(last) + (out / "best_model.pt").stat().st_size) // 2
-    result = subprocess.run([sys.executable, "train_sonar_with_t5.py",
-                             *train_argv(tiny_data, out, "--epochs", 3, "--resume")],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True,
-                            preexec_fn=file_size_limit(limit))
+    result = run_python("train_sonar_with_t5.py",
+                        *train_argv(tiny_data, out, "--epochs", 3, "--resume"),
+                        file_size_limit=limit)
     assert_user_error(result, "could not write last_model.pt: File too large",
                       str(out / "last_model.pt"), "the previous file is unchanged")
     assert "epoch 3/3" not in result.stdout  # it stopped at the failed save
     assert (out / "last_model.pt").read_bytes() == last
     assert not list(out.glob(".*.tmp")) and [r["epoch"] for r in history(out)] == [1]
 
-    result = subprocess.run([sys.executable, "train_sonar_with_t5.py",  # the lock's note fails
-                             *train_argv(tiny_data, out, "--epochs", 3, "--resume")],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True,
-                            preexec_fn=file_size_limit(10))
+    result = run_python("train_sonar_with_t5.py",  # the lock's note fails
+                        *train_argv(tiny_data, out, "--epochs", 3, "--resume"),
+                        file_size_limit=10)
     assert_user_error(result, "cannot write the run's lock file (10 of ",
                       "bytes written: the disk is full)")
     assert (out / "last_model.pt").read_bytes() == last and not (out / ".lock").exists()
@@ -512,8 +500,8 @@ def trackio_query(env, call):
     imported, so in a fresh interpreter): -> SQLiteStorage.<call>'s value."""
     code = ("import json; from trackio.sqlite_storage import SQLiteStorage as S; "
             f"print(json.dumps(S.{call}))")
-    result = subprocess.run([sys.executable, "-c", code], env={**ENV, **env},
-                            capture_output=True, text=True, check=True)
+    result = run_python("-c", code, env={**ENV, **env})
+    assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.splitlines()[-1])
 
 

@@ -1,10 +1,8 @@
 """train_sonar_with_t5.py: outputs, resume after SIGKILL, frozen encoder + cache, learning
 rates, two processes, and bad flag combinations."""
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -12,7 +10,8 @@ import torch
 
 from models.checkpoint import load_checkpoint, load_model
 
-from .conftest import ROOT, TINY_MODEL, assert_user_error, data_args, run_script, train
+from .conftest import TINY_MODEL, assert_user_error, data_args, run_script, train
+from .processes import start_python
 
 HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_bleu", "val_chrf",
                 "val_unique_ratio", "cond_gap", "lr", "epoch_time_s", "samples_per_s", "mfu"}
@@ -75,10 +74,9 @@ def wait_for(path, predicate, proc, timeout=300):
 @pytest.mark.slow
 def test_sigkill_then_resume_continues_without_repeating_epochs(tiny_data, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "train_sonar_with_t5.py", *map(str, data_args(tiny_data)),
-            *TINY_MODEL, "--epochs", "4", "--output_dir", str(out)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = start_python("train_sonar_with_t5.py", *map(str, data_args(tiny_data)), *TINY_MODEL,
+                        "--epochs", "4", "--output_dir", str(out), stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE, text=True)
     history = out / "training_history.json"
     wait_for(history, lambda p: len(json.loads(p.read_text())) >= 1, proc)
     proc.send_signal(signal.SIGKILL)

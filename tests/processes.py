@@ -1,0 +1,152 @@
+"""Commands in processes of their own, like subprocess.Popen([sys.executable, ...]) and
+subprocess.run, started from tests/forked_python.py's pre-imported interpreter (a fork costs
+milliseconds, a new interpreter ~6 s of imports; the suite starts dozens)."""
+import atexit
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+_server = {}
+
+
+def _server_socket():
+    """The forking interpreter's socket; started on first use, stopped when the tests end."""
+    if _server and _server["process"].poll() is None:
+        return _server["socket"]
+    folder = Path(tempfile.mkdtemp(prefix="sonar_t5_forks_"))
+    path, log = folder / "python.sock", folder / "server.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "forked_python.py"),
+                                    str(path)], cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL,
+                                   stdout=log_file, stderr=log_file)
+    deadline = time.time() + 120
+    while not path.exists():
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            raise RuntimeError(f"the forking interpreter did not start:\n{log.read_text()}")
+        time.sleep(0.05)
+    _server.update(process=process, socket=str(path))
+    atexit.register(process.kill)
+    return _server["socket"]
+
+
+class ForkedProcess:
+    """The parts of subprocess.Popen the tests use: pid, returncode, stdout/stderr (PIPE,
+    DEVNULL, a file or inherited), poll, wait, communicate, send_signal, kill, terminate.
+    file_size_limit: writes past that many bytes fail (EFBIG), as on a full disk."""
+
+    def __init__(self, args, cwd=ROOT, env=None, stdin=None, stdout=None, stderr=None,
+                 text=False, start_new_session=False, file_size_limit=None):
+        sent, self._kept, self.stdout, self.stderr = [], [], None, None
+        sent.append(os.open(os.devnull, os.O_RDONLY) if stdin in (None, subprocess.DEVNULL)
+                    else os.dup(stdin.fileno()))
+        for name, target in (("stdout", stdout), ("stderr", stderr)):
+            if target == subprocess.PIPE:
+                read, write = os.pipe()
+                setattr(self, name, open(read, "r" if text else "rb"))
+                sent.append(write)
+            elif target == subprocess.DEVNULL:
+                sent.append(os.open(os.devnull, os.O_WRONLY))
+            elif target == subprocess.STDOUT:
+                sent.append(os.dup(sent[-1]))
+            elif target is None:
+                sent.append(os.dup(1 if name == "stdout" else 2))
+            else:
+                sent.append(os.dup(target if isinstance(target, int) else target.fileno()))
+        request = {"argv": list(map(str, args)), "cwd": str(cwd), "env": dict(env or ENV),
+                   "new_session": start_new_session, "file_size_limit": file_size_limit}
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._conn.connect(_server_socket())
+        socket.send_fds(self._conn, [json.dumps(request).encode()], sent)
+        for fd in sent:
+            os.close(fd)
+        self._received = b""
+        self.pid = self._message(timeout=60)["pid"]
+        self.returncode = None
+
+    def _message(self, timeout):
+        deadline = None if timeout is None else time.time() + timeout
+        while b"\n" not in self._received:
+            left = None if deadline is None else max(0.0, deadline - time.time())
+            if not select.select([self._conn], [], [], left)[0]:
+                return None
+            chunk = self._conn.recv(4096)
+            if not chunk:
+                raise RuntimeError("the forking interpreter's reaper ended without a status")
+            self._received += chunk
+        line, self._received = self._received.split(b"\n", 1)
+        return json.loads(line)
+
+    def poll(self):
+        if self.returncode is None:
+            message = self._message(timeout=0)
+            if message is not None:
+                self.returncode = message["returncode"]
+                self._conn.close()
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            message = self._message(timeout)
+            if message is None:
+                raise subprocess.TimeoutExpired(["python", str(self.pid)], timeout)
+            self.returncode = message["returncode"]
+            self._conn.close()
+        return self.returncode
+
+    def communicate(self, timeout=None):
+        start, outputs = time.time(), {}
+
+        def read_all(name):
+            outputs[name] = getattr(self, name).read()
+
+        readers = [threading.Thread(target=read_all, args=(name,), daemon=True)
+                   for name in ("stdout", "stderr") if getattr(self, name) is not None]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(None if timeout is None else max(0.0, start + timeout - time.time()))
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(["python", str(self.pid)], timeout)
+        self.wait(None if timeout is None else max(0.0, start + timeout - time.time()))
+        for name in ("stdout", "stderr"):
+            if getattr(self, name) is not None:
+                getattr(self, name).close()
+        return outputs.get("stdout"), outputs.get("stderr")
+
+    def send_signal(self, signum):
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self):
+        self.send_signal(9)
+
+    def terminate(self):
+        self.send_signal(15)
+
+
+def start_python(*args, **popen_args):
+    """`python ARGS` (a script, -m module or -c code) as a ForkedProcess."""
+    return ForkedProcess(args, **popen_args)
+
+
+def run_python(*args, env=None, timeout=600, cwd=ROOT, file_size_limit=None):
+    """`python ARGS` to its end, output captured as text, like subprocess.run."""
+    process = ForkedProcess(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, file_size_limit=file_size_limit)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return subprocess.CompletedProcess(["python", *map(str, args)], process.returncode,
+                                       stdout, stderr)
