@@ -40,7 +40,7 @@ def test_five_sigkills_at_random_moments_then_resume(tiny_data, tmp_path):
         proc = start_python("train_sonar_with_t5.py",
                             *train_argv(tiny_data, out, "--epochs", epochs, flag),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 9.0))  # start-up takes ~3 s, an epoch ~1 s
+        time.sleep(rng.uniform(0.5, 4.5))  # start-up ~1 s, the whole run ~4 s: any moment
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if (out / "last_model.pt").exists():  # whatever moment it died at, it is readable
