@@ -22,6 +22,8 @@ from models import BRIDGES, SONAR_DIM, T5_PRESETS
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
 from models.bridges import build_bridge
 from models.sonar_t5 import SonarT5Config
+from models.t5_decoder import is_preset
+from training.defaults import decoder_defaults, defaults_line
 
 SENTENCES = ["i'm going to show you how to fold the paper carefully",
              "now we are going to cut the edges"]
@@ -34,7 +36,15 @@ def build_parser():
                    help="hub name, local directory, or a from-scratch preset: "
                         f"{', '.join(T5_PRESETS)} (default: scratch-t5-small, works offline)")
     p.add_argument("--bridge", default="perceiver", choices=BRIDGES)
-    p.add_argument("--num_latents", type=int, default=64)
+    p.add_argument("--num_latents", type=int, default=None,
+                   help="prefix tokens (default: as training chooses for --t5_model: 64 for a "
+                        "pretrained decoder, the width / 16 for a preset)")
+    p.add_argument("--hidden_dim", type=int, default=None,
+                   help="bridge width (default: 768 for a pretrained decoder, the decoder's "
+                        "width for a preset)")
+    p.add_argument("--num_heads", type=int, default=None,
+                   help="bridge attention heads (default: 8 for a pretrained decoder, the "
+                        "width / 64 for a preset, at least 4)")
     p.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
     p.add_argument("--sonar_checkpoint",
                    help="check this SONAR encoder file too (ssvp_slt's SONAR ASL encoder, a "
@@ -45,6 +55,11 @@ def build_parser():
 
 def parse_args(argv):
     args = build_parser().parse_args(argv)
+    chosen = {flag: value for flag, value in decoder_defaults(args.t5_model).items()
+              if getattr(args, flag, 0) is None}  # the defaults training would choose
+    vars(args).update(chosen)
+    args.defaults = {"t5_model": args.t5_model, "from_scratch": is_preset(args.t5_model),
+                     "chosen": chosen}
     check_flag_ranges(args)  # the ranges every script shares (common/cli.py)
     return args
 
@@ -85,11 +100,13 @@ def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
     torch.manual_seed(0)
+    print(defaults_line(args.defaults))
     check, start = Checks(), time.time()
     t5, tokenizer = load_t5_and_tokenizer(args.t5_model, SENTENCES * 10, vocab_size=64)
     d_model, batch = t5.config.d_model, 2
     cfg = SonarT5Config(encoder={}, t5={}, bridge=args.bridge, num_latents=args.num_latents,
-                        num_layers=args.num_layers)
+                        num_layers=args.num_layers, hidden_dim=args.hidden_dim,
+                        num_heads=args.num_heads)
     bridge = build_bridge(cfg, d_model, SONAR_DIM).to(device)
     name = BRIDGES[args.bridge].title
     check(f"{name} created", lambda: f"({sum(p.numel() for p in bridge.parameters()):,} "
@@ -136,7 +153,8 @@ def main(argv=None):
     # pooled: every encoder parameter feeds the prefix, so every one must get a gradient
     model = build_model(t5=t5, tokenizer=tokenizer, encoder=encoder, t5_model=args.t5_model,
                         bridge=args.bridge, resampler_input="pooled",
-                        num_latents=args.num_latents, num_layers=args.num_layers).to(device)
+                        num_latents=args.num_latents, num_layers=args.num_layers,
+                        hidden_dim=args.hidden_dim, num_heads=args.num_heads).to(device)
     features = torch.randn(batch, 12, input_dim, device=device)
     mask = torch.ones(batch, 12, dtype=torch.bool, device=device)
     labels = torch.tensor([tokenizer.encode(SENTENCES[0])] * batch, device=device)

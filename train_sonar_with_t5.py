@@ -29,6 +29,7 @@ from evaluation.generation import GenerationSettings
 from evaluation.validate import RESULTS_DIR, score_best_checkpoint
 from models.checkpoint import load_model
 from training.args import parse_args
+from training.defaults import choose_warmup_steps, defaults_line
 from training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
 from training.engine import (StepSettings, epoch_record, evaluate, report_epoch,
                              train_one_epoch)
@@ -76,6 +77,7 @@ def main(argv=None):
                     device, runtime.precision, show=dist.is_main, used_by=args.output_dir)
         train_model = wrap_for_training(model, args, dist, device)  # DDP, torch.compile
         steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
+        choose_warmup_steps(args, steps_per_epoch)  # unset, from scratch: from the epoch's steps
         optimization = build_optimization(model, args, steps_per_epoch, runtime,
                                           planned=ckpt and ckpt["state"].get("decay_from"))
         state, history = TrainState(), []
@@ -93,6 +95,7 @@ def main(argv=None):
             + ", ".join(f"{k} {v:,}" for k, v in config["parameters"].items()))
         say(f"MFU against a peak of {meter.peak_flops / 1e9:,.0f} GFLOP/s ({meter.peak_source}, "
             f"{runtime.precision}, {torch.get_num_threads()} threads)")
+        say(defaults_line(args.defaults))
         for note in filter(None, [resume_note, args.compile and COMPILE_NOTE]):
             say(note)
         # train_log.jsonl and --report_to; a --resume continues them after its checkpoint

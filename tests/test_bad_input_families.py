@@ -149,6 +149,8 @@ def test_bad_training_flags_stop_before_any_work(tiny_data, tmp_path, flags, fra
     (["--test_features", "OTHER_DIM", "--test_manifest", "TEST"], "test features are 8-d, the training features 16-d"),
     (["--bridge", "projection", "--num_heads", "7"], "--num_heads 7 does not divide the T5 width 128"),
     (["--vocab_size", "16"], "--vocab_size 16 is smaller than the training texts' characters"),
+    (["--vocab_size", "5000"], "--vocab_size 5000 is more than the training texts support: "
+                               "at most 209 pieces"),
 ])
 def test_flags_that_depend_on_the_model_or_data_fail_before_training(tiny_data, tmp_path,
                                                                     flags, fragment):

@@ -102,9 +102,14 @@ def test_shipped_configs_reproduce_the_original_guides_runs(name):
                 "unfrozen": dict(epochs=30, batch_size=16, learning_rate=1e-4,
                                  encoder_lr_scale=0.2, freeze_encoder=False),
                 "demo": dict(demo=True, epochs=12, t5_model="t5-tiny"),
+                # the recipe: its file and t5-tiny's defaults; the vocabulary and warm-up are
+                # chosen when the data is read (1,000 and 200 on the benchmark's text:
+                # tests/test_defaults.py)
                 "scratch_decoder": dict(t5_model="t5-tiny", time_budget=15, learning_rate=1e-3,
-                                        vocab_size=1000, hidden_dim=128, num_latents=16,
-                                        normalize_features=True)}[name]
+                                        batch_size=32, hidden_dim=128, num_latents=16,
+                                        num_heads=4, encoder_dim=128, encoder_layers=2,
+                                        normalize_features=True, vocab_size=None,
+                                        warmup_steps=None)}[name]
     assert {k: getattr(args, k) for k in expected} == expected
 
 

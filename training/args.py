@@ -11,6 +11,7 @@ from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import add_generation_args
 from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
 
+from .defaults import fill_defaults
 from .tracking import TRACKERS, check_trackers
 
 DESCRIPTION = ("Train SONAR encoder -> Perceiver Resampler -> T5 decoder on feature files + "
@@ -19,7 +20,7 @@ DEMO_DATA_DIR = "demo_data"  # --demo writes its data here, under --output_dir
 
 # --demo: small enough to learn on 2 CPU cores in a few minutes.
 DEMO_DEFAULTS = dict(
-    output_dir="runs/demo", t5_model="t5-tiny", vocab_size=1000, encoder_dim=128,
+    output_dir="runs/demo", t5_model="t5-tiny", encoder_dim=128,
     encoder_layers=2, resampler_input="tokens", hidden_dim=256, num_latents=32, num_heads=4,
     epochs=12, batch_size=32, learning_rate=1e-3, warmup_steps=100, label_smoothing=0.0,
     num_beams=1, max_new_tokens=32, num_workers=0, device="auto")
@@ -105,17 +106,21 @@ def build_parser():
                             "scratch")
     model.add_argument("--identity_encoder", action="store_true",
                        help="features already are 1024-d SONAR embeddings: no encoder")
-    model.add_argument("--encoder_dim", type=int, default=512,
+    model.add_argument("--encoder_dim", type=int, default=None,
                        help="width of the feature encoder trained from scratch (used without "
-                            "--sonar_checkpoint)")
-    model.add_argument("--encoder_layers", type=int, default=4,
+                            "--sonar_checkpoint; default: 512, or the decoder's width when "
+                            "it is trained from scratch)")
+    model.add_argument("--encoder_layers", type=int, default=None,
                        help="layers of the feature encoder trained from scratch (used without "
-                            "--sonar_checkpoint)")
+                            "--sonar_checkpoint; default: 4, or 1 beside a decoder trained "
+                            "from scratch)")
     model.add_argument("--t5_model", default="t5-small",
                        help="hub name, local save_pretrained directory, or a from-scratch "
                             f"preset: {', '.join(T5_PRESETS)}")
-    model.add_argument("--vocab_size", type=int, default=8000,
-                       help="SentencePiece vocabulary trained for a from-scratch T5 preset")
+    model.add_argument("--vocab_size", type=int, default=None,
+                       help="SentencePiece vocabulary trained for a from-scratch T5 preset "
+                            "(default: one piece per 45 words of training text, 200-8000, "
+                            "at most what the text supports)")
     model.add_argument("--bridge", default="perceiver", choices=BRIDGES,
                        help="the bridge from the encoder to T5's prefix: the Perceiver "
                             "Resampler, or the original guide's projection baseline (the kinds "
@@ -125,10 +130,15 @@ def build_parser():
                             "embedding (default: the bridge's own, " + ", ".join(
                                 f"{b.default_input} for {name}" for name, b in BRIDGES.items())
                             + ")")
-    model.add_argument("--num_latents", type=int, default=64, help="prefix tokens for T5")
+    model.add_argument("--num_latents", type=int, default=None,
+                       help="prefix tokens for T5 (default: 64; from scratch: the decoder's "
+                            "width / 16, at least 16)")
     model.add_argument("--num_layers", type=int, default=2, help="Perceiver layers")
-    model.add_argument("--hidden_dim", type=int, default=768, help="bridge width")
-    model.add_argument("--num_heads", type=int, default=8, help="bridge attention heads")
+    model.add_argument("--hidden_dim", type=int, default=None,
+                       help="bridge width (default: 768; from scratch: the decoder's width)")
+    model.add_argument("--num_heads", type=int, default=None,
+                       help="bridge attention heads (default: 8; from scratch: the width / "
+                            "64, at least 4)")
     model.add_argument("--freeze_encoder", action="store_true",
                        help="keep the SONAR encoder fixed (needs --sonar_checkpoint); its "
                             "outputs are computed once, kept in --encoder_cache_dir and "
@@ -147,15 +157,20 @@ def build_parser():
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=30)
-    opt.add_argument("--batch_size", type=int, default=16, help="per process")
+    opt.add_argument("--batch_size", type=int, default=None,
+                     help="per process (default: 16; 32 for a decoder trained from scratch)")
     opt.add_argument("--time_budget", type=float, default=0, metavar="MINUTES",
                      help="train for about this long (data and model setup not counted): "
                           "the first epoch is timed, the epochs that fit are run (at most "
                           "--epochs) and the learning rate decays to 0 over them (0 = off)")
-    opt.add_argument("--learning_rate", type=float, default=1e-4)
+    opt.add_argument("--learning_rate", type=float, default=None,
+                     help="peak learning rate (default: 1e-4 for a pretrained decoder, 1e-3 "
+                          "for one trained from scratch)")
     opt.add_argument("--encoder_lr_scale", type=float, default=0.2,
                      help="encoder LR = learning_rate x this (0.2 = LR/5, the original guide's rate)")
-    opt.add_argument("--warmup_steps", type=int, default=500)
+    opt.add_argument("--warmup_steps", type=int, default=None,
+                     help="linear warm-up (default: 500 steps for a pretrained decoder; from "
+                          "scratch: the first epoch, at most 5%% of the planned steps)")
     opt.add_argument("--weight_decay", type=float, default=0.01)
     opt.add_argument("--label_smoothing", type=float, default=0.1)
     opt.add_argument("--word_dropout", type=float, default=0.0,
@@ -208,7 +223,8 @@ def build_parser():
 
 def parse_args(argv=None):
     """Flags: the command line, over --config's file, over the --demo defaults, over the
-    parser's own defaults."""
+    decoder's defaults (training/defaults.py: pretrained or from scratch), over the parser's
+    own defaults."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from_file = read_config_file(args.config, parser) if args.config else {}
@@ -216,5 +232,6 @@ def parse_args(argv=None):
         parser.set_defaults(**DEMO_DEFAULTS)
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
+    fill_defaults(args)
     check_args(args)
     return args

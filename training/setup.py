@@ -13,8 +13,10 @@ from data.features import feature_shape
 from data.loader import SignalSafeDataLoader
 from data.synthetic import make_demo_data
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
+from models.t5_decoder import is_preset
 
 from .args import DEMO_DATA_DIR
+from .defaults import choose_vocab_size
 from .distributed import broadcast
 
 
@@ -65,7 +67,17 @@ CONTRASTIVE_DIM = 128  # --contrastive_weight's heads project prefix and text to
 
 def build_new_model(args, train_set, dist):
     """A fresh SonarT5 + tokenizer. The tokenizer is trained on rank 0 and broadcast."""
+    scratch = is_preset(args.t5_model)  # then a vocabulary is trained on the training text
+    user_set = args.vocab_size is not None
+    asked = choose_vocab_size(args, train_set.texts) if scratch else None
     t5, tokenizer = load_t5_and_tokenizer(args.t5_model, train_set.texts, args.vocab_size)
+    if scratch and tokenizer.vocab_size < asked:  # SentencePiece stopped at the text's limit
+        if user_set:
+            raise UserError(f"--vocab_size {asked} is more than the training texts support: "
+                            f"at most {tokenizer.vocab_size} pieces", args.train_manifest,
+                            f"use --vocab_size {tokenizer.vocab_size} or less, or leave it "
+                            "unset (chosen from the text)")
+        args.vocab_size = args.defaults["chosen"]["vocab_size"] = tokenizer.vocab_size
     tokenizer = broadcast(tokenizer, dist)
     encoder = build_encoder(args.sonar_checkpoint, train_set.feature_dim,
                             d_model=args.encoder_dim, num_layers=args.encoder_layers,

@@ -55,7 +55,8 @@ RESUMABLE_CHANGES = {
     "gradient_checkpointing", "no_encoder_cache", "encoder_cache_dir", "skip_missing",
     "num_beams", "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty",
     "length_penalty", "train_features", "train_manifest", "val_features", "val_manifest",
-    "test_features", "test_manifest", "config", "log_every", "report_to"}
+    "test_features", "test_manifest", "config", "log_every", "report_to",
+    "defaults"}  # what was chosen for unset flags: the flags themselves are compared
 TRAINING_STATE = ("state", "optimizer", "scheduler", "scaler", "rng", "history")
 
 
@@ -68,6 +69,10 @@ def check_resume(args, ckpt, path):
                         str(path), "last_model.pt as a training run wrote it holds it "
                                    "(best_model.pt does not); or start a new run")
     saved = ckpt.get("train_args", {})
+    for flag in list(args.defaults["chosen"]):  # left unset: the run's own value, whatever
+        if flag in saved:                       # today's default is
+            setattr(args, flag, saved[flag])
+            args.defaults["chosen"][flag] = saved[flag]
     given = vars(args)
     differ = [f"--{k} {given[k]} (the run: {saved[k]})" for k in sorted(saved)
               if k in given and k not in RESUMABLE_CHANGES and given[k] != saved[k]]
