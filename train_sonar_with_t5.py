@@ -20,10 +20,10 @@ from common.cpu import wait_politely_if_shared
 wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy once
 
 import torch
-from tqdm.auto import tqdm
 
 from common.errors import cli_main
 from common.precision import guard_t5_fp16
+from common.progress import progress
 from data.encoder_cache import cached_loaders
 from evaluation.generation import GenerationSettings
 from evaluation.validate import RESULTS_DIR, score_best_checkpoint
@@ -106,8 +106,8 @@ def main(argv=None):
         runtime.agree_on_stops()  # under torchrun all processes stop at one step together
         try:
             last = min(args.epochs, state.planned_epochs or args.epochs)  # --time_budget's plan
-            for epoch in tqdm(range(state.epoch + 1, last + 1), desc="epochs",
-                              initial=state.epoch, total=last, disable=not dist.is_main):
+            for epoch in progress(range(state.epoch + 1, last + 1), desc="epochs",
+                                  initial=state.epoch, total=last, disable=not dist.is_main):
                 start = time.time()
                 train_loss, samples_per_s = train_one_epoch(
                     epoch, train_model, train_loader, optimization, state, steps, runtime,

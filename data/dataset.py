@@ -15,9 +15,9 @@ from collections import Counter
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from common.errors import UserError
+from common.progress import progress
 
 from .features import feature_shape, find_feature_file, load_features, subsample
 from .loader import SignalSafeDataLoader
@@ -80,7 +80,7 @@ class FeatureDataset(Dataset):
             if all(r.length is not None for r in self.rows):
                 raw = [r.length for r in self.rows]
             else:
-                raw = [feature_shape(p)[0] for p in tqdm(
+                raw = [feature_shape(p)[0] for p in progress(
                     self.paths, desc=f"measuring lengths ({self.manifest})", leave=False)]
             self._lengths = [min(n, self.max_frames) if self.max_frames else n for n in raw]
         return self._lengths

@@ -3,9 +3,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as torch_dist
-from tqdm.auto import tqdm
 
 from common.precision import autocast
+from common.progress import progress
 from data.dataset import model_inputs, naming_the_batch_if_out_of_memory
 
 
@@ -91,7 +91,7 @@ def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp3
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, shuffled loss, tokens
     hypotheses = {}
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not show_progress):
+    for batch in progress(loader, desc=desc, leave=False, disable=not show_progress):
         labels = batch["labels"].to(device)
         with naming_the_batch_if_out_of_memory(batch), autocast(device, precision):
             prefix = model.prefix(**model_inputs(batch, device))

@@ -9,11 +9,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from common.errors import UserError
 from common.files import stops_deferred
 from common.precision import autocast
+from common.progress import progress
 from data.dataset import model_inputs, naming_the_batch_if_out_of_memory
 from evaluation.generation import run_evaluation
 from evaluation.metrics import display, diversity, epoch_metrics, translation_metrics
@@ -69,8 +69,8 @@ def train_one_epoch(epoch, model, loader, optimization, state, steps, runtime, m
     at_last_step = sums.clone()
     samples, n, start = 0, len(loader), time.time()
     last_log = (state.logged_loss, samples, start)  # where the previous log_step left off
-    bar = tqdm(loader, desc=f"epoch {epoch}/{steps.epochs}", leave=False,
-               disable=not runtime.dist.is_main)
+    bar = progress(loader, desc=f"epoch {epoch}/{steps.epochs}", leave=False,
+                   disable=not runtime.dist.is_main)
     try:
         for i, batch in enumerate(bar):
             step_ends = (i + 1) % steps.grad_accum_steps == 0 or i + 1 == n
@@ -95,7 +95,7 @@ def train_one_epoch(epoch, model, loader, optimization, state, steps, runtime, m
                         state.logged_loss = now
                 runtime.stop_if_any_asked()  # under torchrun: every process at this step
             if i % 20 == 0 and runtime.dist.is_main:
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)  # drawn with the bar
     except KeyboardInterrupt:  # Ctrl-C saves the steps taken; --resume continues after them
         state.partial_loss = at_last_step.tolist()
         raise

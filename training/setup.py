@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from common.errors import UserError
+from common.progress import progress
 from data.dataset import Collator, FeatureDataset, make_loader
 from data.features import feature_shape
 from data.loader import SignalSafeDataLoader
@@ -52,7 +52,7 @@ def feature_statistics(dataset, num_workers):
     loader = SignalSafeDataLoader(dataset, batch_size=None, num_workers=num_workers)
     total = torch.zeros(dataset.feature_dim, dtype=torch.float64)
     squares, frames = torch.zeros_like(total), 0
-    for item in tqdm(loader, desc="feature statistics", leave=False):
+    for item in progress(loader, desc="feature statistics", leave=False):
         x = item["inputs"].double()
         total += x.sum(0)
         squares += (x * x).sum(0)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from common.errors import UserError
 from common.files import write_json
 from common.precision import autocast
+from common.progress import progress
 
 from ..dataset import make_loader, model_inputs, naming_the_batch_if_out_of_memory
 from .layout import BUILDING, MARKER, now, size_text
@@ -138,8 +139,8 @@ def encode_all(model, loader, device, precision, show_progress=True):
     model.eval()
     try:
         with torch.random.fork_rng(devices=[]):
-            for batch in tqdm(every_sample, desc="caching frozen encoder outputs", leave=False,
-                              disable=not show_progress):
+            for batch in progress(every_sample, desc="caching frozen encoder outputs",
+                                  leave=False, disable=not show_progress):
                 inputs = model_inputs(batch, device)
                 with naming_the_batch_if_out_of_memory(batch), autocast(device, precision):
                     states, mask = model.encode(inputs["inputs"], inputs["input_mask"])
