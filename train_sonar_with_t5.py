@@ -46,7 +46,8 @@ from training.tracking import Tracker
 @cli_main
 def main(argv=None):
     args = parse_args(argv)  # every flag checked here, before any work
-    with open_runtime(args.device, args.precision, args.num_threads) as runtime, \
+    with open_runtime(args.device, args.precision, args.num_threads,
+                      flags=vars(args)) as runtime, \
             OutputDir(args, runtime.dist.is_main) as out_dir:  # locked while the run writes
         dist, device, say = runtime.dist, runtime.device, runtime.say
         if args.demo:

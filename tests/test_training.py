@@ -2,6 +2,7 @@
 rates, two processes, and bad flag combinations."""
 import json
 import signal
+import socket
 import subprocess
 import time
 
@@ -148,6 +149,51 @@ def test_two_processes_with_torchrun(tiny_data, sonar_checkpoint, tmp_path, froz
     history = json.loads((out / "training_history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
     assert len(set(r["val_bleu"] for r in history)) >= 1 and history[-1]["val_loss"] > 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(flags_by_node, out):
+    """Two torchrun launchers (nodes) of one process each, meeting at a c10d rendezvous on the
+    loopback address, as two machines of a cluster would. -> [(exit status, stdout, stderr)]"""
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [start_python("-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                          "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id",
+                          "loopback", "train_sonar_with_t5.py", *flags, "--output_dir", out,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for flags in flags_by_node]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    return [(node.returncode, *output) for node, output in zip(nodes, outputs)]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_the_loopback_address_train_as_one_node_of_two_processes(tiny_data,
+                                                                              tmp_path):
+    flags = [*map(str, data_args(tiny_data)), *TINY_MODEL, "--epochs", "2",
+             "--skip_final_scoring"]
+    run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "train_sonar_with_t5.py",
+               *flags, "--output_dir", tmp_path / "one_node", check=True)
+    nodes = two_nodes([flags, flags], tmp_path / "two_nodes")
+    assert [code for code, _, _ in nodes] == [0, 0], nodes[0][2][-2000:] + nodes[1][2][-2000:]
+    one, two = (json.loads((tmp_path / d / "training_history.json").read_text())
+                for d in ("one_node", "two_nodes"))
+    for key in ("train_loss", "val_loss", "val_bleu"):
+        assert [r[key] for r in two] == pytest.approx([r[key] for r in one], rel=1e-6), key
+    # a difference of two near-equal losses: their rounding, not a relative 1e-6
+    assert [r["cond_gap"] for r in two] == pytest.approx([r["cond_gap"] for r in one], abs=1e-6)
+    # a node started with other flags: refused by every process, before any file is written
+    nodes = two_nodes([flags, [*flags, "--learning_rate", "2e-3"]], tmp_path / "mismatched")
+    assert all(code != 0 for code, _, _ in nodes)
+    errors = [line for _, _, stderr in nodes for line in stderr.splitlines()
+              if line.startswith("error: ")]
+    assert errors and all("the processes were started with different flags: --learning_rate "
+                          in line and "on rank 0" in line and "on rank 1" in line
+                          for line in errors), errors
+    assert not (tmp_path / "mismatched").exists()
 
 
 @pytest.mark.parametrize("flags, fragment", [

@@ -10,7 +10,7 @@ import torch.distributed as torch_dist
 from tqdm.auto import tqdm
 
 from common.device import resolve_device
-from common.errors import Terminated
+from common.errors import Terminated, UserError
 from common.precision import resolve_precision
 
 
@@ -64,16 +64,40 @@ class Runtime:
 
 
 @contextmanager
-def open_runtime(device_name, precision_name, num_threads=0):
+def open_runtime(device_name, precision_name, num_threads=0, flags=None):
     """`with open_runtime(args.device, args.precision) as runtime:` joins torchrun's process
-    group when launched by torchrun and leaves it at the end, whatever happens."""
+    group when launched by torchrun and leaves it at the end, whatever happens. flags (the
+    run's {flag: value}): refused unless every process has the same."""
     if num_threads:
         torch.set_num_threads(num_threads)
     dist, device = init_distributed(device_name)
     try:
+        if flags is not None:
+            check_same_flags(flags, dist)
         yield Runtime(device, resolve_precision(precision_name, device), dist)
     finally:
         cleanup(dist)
+
+
+# What may differ between the nodes of a run: where each keeps its own files and threads.
+NODE_LOCAL_FLAGS = ("encoder_cache_dir", "num_workers", "num_threads")
+
+
+def check_same_flags(flags, dist):
+    """Every process of a torchrun job (on every node) must train the same model the same way:
+    a node started with other flags is refused by all, before any file is written."""
+    if not dist.enabled:
+        return
+    mine = {k: v for k, v in flags.items() if k not in NODE_LOCAL_FLAGS}
+    everyone = gather_lists(mine, dist)
+    differ = sorted({k for other in everyone for k in mine if other.get(k) != mine[k]})
+    if differ:
+        shown = "; ".join(f"--{k} " + ", ".join(f"{other.get(k)} on rank {rank}"
+                                                 for rank, other in enumerate(everyone))
+                          for k in differ[:3])
+        raise UserError(f"the processes were started with different flags: {shown}",
+                        "torchrun", "start every node with the same command (only "
+                        f"{', '.join('--' + k for k in NODE_LOCAL_FLAGS)} may differ)")
 
 
 def init_distributed(device_name):
