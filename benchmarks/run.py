@@ -33,6 +33,7 @@ from models.feature_encoder import save_feature_encoder
 from models.t5_decoder import load_t5
 from models.tokenizer import train_tokenizer
 from training.args import build_parser
+from training.defaults import PRETRAINED
 from training.distributed import Dist, Runtime
 from training.engine import StepSettings, evaluate, train_one_epoch
 from training.mfu import FlopsMeter, peak_flops
@@ -73,13 +74,18 @@ MODES = {"unfrozen": [], "frozen_no_cache": ["--freeze_encoder", "--no_encoder_c
 
 
 def make_args(args, root, *extra):
-    return build_parser().parse_args([
+    """The training flags of a benchmark run: the guide's settings (a pretrained decoder's
+    defaults: fresh_model() builds a t5-small-shaped model with the guide's bridge)."""
+    run_args = build_parser().parse_args([
         "--train_features", str(root / "train"), "--train_manifest", str(root / "train.tsv"),
         "--val_features", str(root / "val"), "--val_manifest", str(root / "val.tsv"),
         "--output_dir", str(root / "out"), "--batch_size", str(args.batch_size),
         "--num_workers", "0", "--epochs", "2", "--t5_model", "scratch-t5-small",
         "--max_new_tokens", str(args.max_new_tokens), "--num_beams", str(args.val_beams),
         "--resampler_input", "pooled", *extra])  # as fresh_model() builds it
+    vars(run_args).update({flag: value for flag, value in PRETRAINED.items()
+                           if getattr(run_args, flag) is None})
+    return run_args
 
 
 def fresh_model(tokenizer, encoder):
