@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Architecture smoke test: run it first. Prints a ✅ line per real check, exits 1 on a ❌.
 
-    python test_perceiver_architecture.py [--device cpu] [--t5_model scratch-t5-small]
+    python test_perceiver_architecture.py [--device cpu] [--t5_model t5-small|t5-tiny|...]
                                           [--bridge perceiver|projection]
                                           [--sonar_checkpoint ENCODER.pt]
 """
@@ -32,9 +32,10 @@ SENTENCES = ["i'm going to show you how to fold the paper carefully",
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    p.add_argument("--t5_model", default="scratch-t5-small",
+    p.add_argument("--t5_model", default=None,
                    help="hub name, local directory, or a from-scratch preset: "
-                        f"{', '.join(T5_PRESETS)} (default: scratch-t5-small, works offline)")
+                        f"{', '.join(T5_PRESETS)} (default: the guide's t5-small, in its "
+                        "shape from scratch so that it works offline, with t5-small's bridge)")
     p.add_argument("--bridge", default="perceiver", choices=BRIDGES)
     p.add_argument("--num_latents", type=int, default=None,
                    help="prefix tokens (default: as training chooses for --t5_model: 64 for a "
@@ -53,13 +54,20 @@ def build_parser():
     return p
 
 
+# Without --t5_model: the guide's model, t5-small, as its shape with random weights (offline).
+GUIDE_DECODER, ITS_STAND_IN = "t5-small", "scratch-t5-small"
+
+
 def parse_args(argv):
     args = build_parser().parse_args(argv)
-    chosen = {flag: value for flag, value in decoder_defaults(args.t5_model).items()
-              if getattr(args, flag, 0) is None}  # the defaults training would choose
+    decoder = args.t5_model or GUIDE_DECODER
+    args.t5_model = args.t5_model or ITS_STAND_IN
+    chosen = {flag: value for flag, value in decoder_defaults(decoder).items()
+              if getattr(args, flag, 0) is None}  # the defaults training chooses for it
     vars(args).update(chosen)
-    args.defaults = {"t5_model": args.t5_model, "from_scratch": is_preset(args.t5_model),
-                     "chosen": chosen}
+    args.defaults = {"t5_model": decoder if decoder == args.t5_model
+                     else f"{decoder} (as {args.t5_model}: its shape, offline)",
+                     "from_scratch": is_preset(decoder), "chosen": chosen}
     check_flag_ranges(args)  # the ranges every script shares (common/cli.py)
     return args
 

@@ -121,6 +121,9 @@ def test_the_smoke_test_and_the_flag_table_say_what_training_chooses():
         smoke = vars(smoke_test.parse_args(["--t5_model", t5_model]))
         for flag in ("hidden_dim", "num_latents", "num_heads"):
             assert smoke[flag] == training[flag], (t5_model, flag)
+            if t5_model == "t5-small":  # no --t5_model: the guide's t5-small, as its shape
+                guide = vars(smoke_test.parse_args([]))
+                assert (guide[flag], guide["t5_model"]) == (training[flag], "scratch-t5-small")
         for flag, value in decoder_defaults(t5_model).items():
             if flag == "vocab_size" and t5_model == "t5-small":
                 continue  # a pretrained T5 brings its own

@@ -113,10 +113,10 @@ def test_the_benchmark_command_trains_scores_the_test_split_and_makes_the_table(
     out = tmp_path / "bench"
     argv = ["--data", str(data), "--output", str(out), "--settings", "embedding_projection",
             "--seeds", "1", "2", "--minutes", "0.02", "--parallel", "1",
-            "--extra", "--vocab_size 60 --hidden_dim 32 --num_latents 4 --max_new_tokens 8"]
+            "--extra", "--hidden_dim 32 --num_latents 4 --max_new_tokens 8"]
     text_benchmark.main(argv)
     runs = sorted(p.name for p in (out / "defaults").iterdir() if p.is_dir())
-    assert runs == ["embedding_projection_vocab_size60_hidden_dim32_num_latents4_max_new_tokens8"
+    assert runs == ["embedding_projection_hidden_dim32_num_latents4_max_new_tokens8"
                     f"_seed{seed}" for seed in (1, 2)]
     table = (out / "defaults" / "results.md").read_text()
     row = [line for line in table.splitlines() if "_seed1, " in line]
