@@ -1,6 +1,7 @@
 """data/: every manifest layout, feature formats, sampler, demo data, and bad input."""
 import hashlib
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -264,3 +265,18 @@ def test_ssvp_slt_feature_layout_and_manifest(tmp_path):
     ds = FeatureDataset(manifest, features)
     assert [ds[i]["inputs"].shape for i in range(2)] == [(7, 8), (3, 8)]
     assert ds.lengths == [7, 3] and ds.texts == ["Hello there.", 'and "quoted" text']
+
+
+def test_a_workers_thread_cut_off_by_the_main_process_stopping_prints_nothing(capsys):
+    from data.loader import quiet_when_the_main_process_left
+
+    def hook_args(error):
+        try:
+            raise error
+        except Exception as raised:  # noqa: BLE001 - what threading hands its excepthook
+            return threading.ExceptHookArgs([type(raised), raised, raised.__traceback__, None])
+
+    quiet_when_the_main_process_left(hook_args(ConnectionResetError(104, "reset by peer")))
+    assert capsys.readouterr().err == ""
+    quiet_when_the_main_process_left(hook_args(ValueError("a real error")))
+    assert "ValueError: a real error" in capsys.readouterr().err
