@@ -22,8 +22,7 @@ from models import BRIDGES, SONAR_DIM, T5_PRESETS
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
 from models.bridges import build_bridge
 from models.sonar_t5 import SonarT5Config
-from models.t5_decoder import is_preset
-from training.defaults import decoder_defaults, defaults_line
+from training.defaults import defaults_line, fill_defaults
 
 SENTENCES = ["i'm going to show you how to fold the paper carefully",
              "now we are going to cut the edges"]
@@ -62,12 +61,9 @@ def parse_args(argv):
     args = build_parser().parse_args(argv)
     decoder = args.t5_model or GUIDE_DECODER
     args.t5_model = args.t5_model or ITS_STAND_IN
-    chosen = {flag: value for flag, value in decoder_defaults(decoder).items()
-              if getattr(args, flag, 0) is None}  # the defaults training chooses for it
-    vars(args).update(chosen)
-    args.defaults = {"t5_model": decoder if decoder == args.t5_model
-                     else f"{decoder} (as {args.t5_model}: its shape, offline)",
-                     "from_scratch": is_preset(decoder), "chosen": chosen}
+    fill_defaults(args, decoder)  # the bridge training chooses for that decoder
+    if decoder != args.t5_model:
+        args.defaults["t5_model"] = f"{decoder} (as {args.t5_model}: its shape, offline)"
     check_flag_ranges(args)  # the ranges every script shares (common/cli.py)
     return args
 

@@ -46,18 +46,18 @@ def decoder_defaults(t5_model):
     return scratch_defaults(t5_model) if is_preset(t5_model) else dict(PRETRAINED)
 
 
-def fill_defaults(args):
-    """Set the decoder-dependent flags left unset (None) and record the choice in
-    args.defaults: {"t5_model", "from_scratch", "chosen": {flag: value}} (None: the data
-    decides, choose_vocab_size and choose_warmup_steps)."""
-    scratch = is_preset(args.t5_model)
-    values = decoder_defaults(args.t5_model)
-    chosen = {}
-    for flag in DEPENDENT_FLAGS:
-        if getattr(args, flag) is None:
-            setattr(args, flag, values[flag])
-            chosen[flag] = values[flag]
-    args.defaults = {"t5_model": args.t5_model, "from_scratch": scratch, "chosen": chosen}
+def fill_defaults(args, t5_model=None):
+    """Set the decoder-dependent flags left unset (None) among those args has, for t5_model
+    (default: args.t5_model), and record the choice in args.defaults: {"t5_model",
+    "from_scratch", "chosen": {flag: value}} (None: the data decides, choose_vocab_size and
+    choose_warmup_steps)."""
+    t5_model = t5_model or args.t5_model
+    values = decoder_defaults(t5_model)
+    chosen = {flag: values[flag] for flag in DEPENDENT_FLAGS
+              if hasattr(args, flag) and getattr(args, flag) is None}
+    vars(args).update(chosen)
+    args.defaults = {"t5_model": t5_model, "from_scratch": is_preset(t5_model),
+                     "chosen": chosen}
 
 
 def choose_vocab_size(args, texts):
