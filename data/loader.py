@@ -11,7 +11,7 @@ delivered to the main process as soon as the workers are up.
 """
 import functools
 import signal
-import threading
+import sys
 
 import torch
 
@@ -37,16 +37,16 @@ def _leave_stops_to_main(then, worker_id):
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)  # also drops one that arrived while blocked
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    threading.excepthook = quiet_when_the_main_process_left
+    sys.excepthook = quiet_when_the_main_process_left
     if then is not None:
         then(worker_id)
 
 
-def quiet_when_the_main_process_left(hook_args):
+def quiet_when_the_main_process_left(exc_type, exc, traceback):
     """A worker hands each batch's tensors to the main process through a thread of its own
-    (multiprocessing's resource sharer). When the main process stops (Ctrl-C, SIGTERM) during
-    such a hand-over, that thread's connection is reset and it would print a traceback into
-    the run's log, after the graceful stop; nothing is lost (the batch was for a process that
-    is ending). Other errors in a worker's threads print as usual."""
-    if not issubclass(hook_args.exc_type, ConnectionError):
-        threading.__excepthook__(hook_args)
+    (multiprocessing's resource sharer, which reports its errors to sys.excepthook). When the
+    main process stops (Ctrl-C, SIGTERM) during such a hand-over, that thread's connection is
+    reset and it would print a traceback into the run's log, after the graceful stop; nothing
+    is lost (the batch was for a process that is ending). Other errors print as usual."""
+    if not issubclass(exc_type, ConnectionError):
+        sys.__excepthook__(exc_type, exc, traceback)
