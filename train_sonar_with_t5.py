@@ -76,14 +76,14 @@ def main(argv=None):
                 (train_loader, val_loader), encoder_cache = cached_loaders(
                     model, {"train": train_loader, "val": val_loader}, args.encoder_cache_dir,
                     device, runtime.precision, show=dist.is_main, used_by=args.output_dir)
-        train_model = wrap_for_training(model, args, dist, device)  # DDP, torch.compile
+        train_model = wrap_for_training(model, args, runtime)  # DDP or FSDP, torch.compile
         steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
         choose_warmup_steps(args, steps_per_epoch)  # unset, from scratch: from the epoch's steps
         optimization = build_optimization(model, args, steps_per_epoch, runtime,
                                           planned=ckpt and ckpt["state"].get("decay_from"))
         state, history = TrainState(), []
         if ckpt is not None:
-            state, history = restore_progress(ckpt, optimization, dist.rank)
+            state, history = restore_progress(ckpt, model, optimization, dist.rank)
         steps = StepSettings.from_args(args)  # what a training step reads from the flags
         # MFU: the peak now (measured on CPU), the FLOPs per sample at the first step
         meter = FlopsMeter(*peak_flops(device, runtime.precision), world_size=dist.world_size)
@@ -91,13 +91,15 @@ def main(argv=None):
         config = run_config(args, model, settings, train_set, val_set, runtime,
                             encoder_cache)
         say(f"{'resuming' if ckpt else 'training'} on {device} ({runtime.precision}, "
-            f"{dist.world_size} process{'es' * (dist.world_size > 1)}): "
+            f"{dist.world_size} process{'es' * (dist.world_size > 1)}"
+            f"{', ' + args.sharding.upper() if dist.enabled else ''}): "
             f"{len(train_set)} train / {len(val_set)} val samples, parameters: "
             + ", ".join(f"{k} {v:,}" for k, v in config["parameters"].items()))
         say(f"MFU against a peak of {meter.peak_flops / 1e9:,.0f} GFLOP/s ({meter.peak_source}, "
             f"{runtime.precision}, {torch.get_num_threads()} threads)")
         say(defaults_line(args.defaults))
-        for note in filter(None, [resume_note, args.compile and COMPILE_NOTE]):
+        unsharded = args.sharding == "fsdp" and not dist.enabled and FSDP_ONE_PROCESS_NOTE
+        for note in filter(None, [resume_note, args.compile and COMPILE_NOTE, unsharded]):
             say(note)
         # train_log.jsonl and --report_to; a --resume continues them after its checkpoint
         tracker = Tracker(args, config, resume_step=state.global_step if ckpt else None,
@@ -123,9 +125,9 @@ def main(argv=None):
                 improved = state.end_epoch(epoch, record["val_bleu"], record["epoch_time_s"])
                 if args.time_budget and state.planned_epochs is None:
                     say(plan_time_budget(args, state, optimization, steps_per_epoch))
+                save_progress(args, model, tokenizer, state, history, optimization, improved,
+                              config, writes=dist.is_main)  # FSDP: gathered from all
                 if dist.is_main:
-                    save_progress(args, model, tokenizer, state, history, optimization,
-                                  improved, config)
                     out_dir.checkpoint_written()  # --overwrite: the earlier run goes now
                     report_epoch(record, metrics["diversity"]["collapsed"], history, args, say)
                 runtime.stop_if_any_asked()  # a stop noted during validation, under torchrun
@@ -142,9 +144,9 @@ def main(argv=None):
             state.partial_loss_by_rank = gather_lists(state.partial_loss, dist)
             if out_dir.replacing:  # nothing of the new run is worth the earlier run: put it back
                 raise
-            if dist.is_main:  # save where training stands, mid-epoch too
-                save_progress(args, model, tokenizer, state, history, optimization, False,
-                              config)
+            # save where training stands, mid-epoch too
+            save_progress(args, model, tokenizer, state, history, optimization, False, config,
+                          writes=dist.is_main)
             barrier(dist)  # the others exit once it is saved (torchrun ends them then)
             exit_interrupted(args, epoch, state, stop, show=dist.is_main)
         finally:
@@ -160,6 +162,8 @@ def main(argv=None):
             print_next_steps(args, state, history, scored)
 
 
+FSDP_ONE_PROCESS_NOTE = ("--sharding fsdp: one process holds the whole model (nothing to shard "
+                         "it over); start with torchrun to shard it")
 COMPILE_NOTE = ("--compile: the first batches of each new shape compile (a minute or more) "
                 "before training runs at full speed")
 

@@ -115,7 +115,7 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, pe
             (train_loader, val_loader), _ = cached_loaders(
                 model, {"train": train_loader, "val": val_loader}, **cache)
     setup = time.time() - start
-    train_model = wrap_for_training(model, run_args, runtime.dist, device)
+    train_model = wrap_for_training(model, run_args, runtime)
     optimization = build_optimization(model, run_args, len(train_loader), runtime)
     state, meter = TrainState(), FlopsMeter(*peak)
     train_one_epoch(1, train_model, train_loader, optimization, state,

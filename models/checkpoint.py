@@ -29,10 +29,12 @@ REQUIRED_KEYS = ("model_config", "state_dict", "tokenizer")
 __all__ = ["load_checkpoint", "load_model", "model_checkpoint", "save_checkpoint", "save_model"]
 
 
-def model_checkpoint(model, tokenizer, train_args, **extra):
-    """The dict saved as best_model.pt / last_model.pt (extra: epoch, metrics, state...)."""
+def model_checkpoint(model, tokenizer, train_args, state_dict=None, **extra):
+    """The dict saved as best_model.pt / last_model.pt (extra: epoch, metrics, state...).
+    state_dict: the model's full weights where `model` holds shards (--sharding fsdp)."""
     return {"format_version": FORMAT_VERSION, "kind": "sonar_t5",
-            "model_config": model.config_dict(), "state_dict": model.state_dict(),
+            "model_config": model.config_dict(),
+            "state_dict": model.state_dict() if state_dict is None else state_dict,
             "tokenizer": tokenizer.to_tensor(), "train_args": dict(train_args), **extra}
 
 

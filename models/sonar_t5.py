@@ -149,9 +149,13 @@ class SonarT5(nn.Module):
     @torch.no_grad()
     def generate(self, prefix, **generation_kwargs):
         """HF generate() on the prefix. A fresh BaseModelOutput per call: beam search
-        expands it in place."""
+        expands it in place. Never synced_gpus (which generate() turns on by itself for a
+        model with FSDP units under torchrun, keeping every process generating until all are
+        done): a sharded model generates with its weights gathered whole, so each process
+        stops at its own batch's end."""
         return self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=prefix),
-                                attention_mask=_all_valid(prefix), **generation_kwargs)
+                                attention_mask=_all_valid(prefix), synced_gpus=False,
+                                **generation_kwargs)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def gradient_checkpointing_enable(self):

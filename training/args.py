@@ -208,6 +208,12 @@ def build_parser():
                           "OpenMP threads wait passively when other jobs run at start")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                      help="auto: bf16 on GPUs that have it, fp16 (guarded) on others, fp32 on CPU")
+    run.add_argument("--sharding", default="ddp", choices=("ddp", "fsdp"),
+                     help="under torchrun: ddp (every process holds the whole model and its "
+                          "optimizer state) or fsdp (FSDP2: weights, gradients and AdamW's "
+                          "state sharded over the processes, one unit per T5 block; for an "
+                          "unfrozen SONAR ASL encoder on small GPUs). Checkpoints are the same "
+                          "either way, and a run resumes under the other")
     run.add_argument("--log_every", type=int, default=50,
                      help="write a line to OUTPUT/train_log.jsonl every this many optimizer "
                           "steps: loss, learning rates, gradient norm, samples/s")

@@ -20,6 +20,7 @@ from evaluation.metrics import display, diversity, epoch_metrics, translation_me
 
 from .distributed import all_reduce_sum, gather_dicts
 from .optim import learning_rates
+from .sharding import accumulating, full_value, whole_weights
 from .state import batch_seed
 
 MAX_NONFINITE_IN_A_ROW = 20
@@ -131,8 +132,8 @@ def step_record(epoch, state, optimization, grad_norm, last_log, sums, samples, 
 
 def forward_backward(model, batch, scaler, steps, runtime, sync):
     labels = batch["labels"].to(runtime.device, non_blocking=True)
-    # Gradient accumulation: DDP all-reduces only on the micro-batch that ends a step.
-    context = model.no_sync() if runtime.dist.enabled and not sync else nullcontext()
+    # Gradient accumulation: gradients are reduced only on the micro-batch that ends a step.
+    context = accumulating(model) if runtime.dist.enabled and not sync else nullcontext()
     with context, naming_the_batch_if_out_of_memory(batch):
         with autocast(runtime.device, runtime.precision):
             loss = model(labels=labels, label_smoothing=steps.label_smoothing,
@@ -145,12 +146,13 @@ def forward_backward(model, batch, scaler, steps, runtime, sync):
 
 def optimizer_step(optimization, state, steps, epoch):
     """Unscale, clip and step; a non-finite gradient norm skips the step. One host sync a
-    step. Under DDP the norm is of all-reduced gradients, so every process decides alike.
+    step. Under torchrun the norm is of the reduced gradients (FSDP: of all the shards), so
+    every process decides alike.
     -> the gradient norm before clipping."""
     optimizer, scaler = optimization.optimizer, optimization.scaler
     scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    norm = torch.nn.utils.clip_grad_norm_(params, steps.max_grad_norm)
+    norm = full_value(torch.nn.utils.clip_grad_norm_(params, steps.max_grad_norm))
     finite = bool(torch.isfinite(norm))
     if finite:
         scaler.step(optimizer)
@@ -171,9 +173,10 @@ def optimizer_step(optimization, state, steps, epoch):
 
 def evaluate(model, loader, tokenizer, settings, runtime):
     """Validation losses, conditioning gap, the translation metrics and diversity over every
-    process."""
-    result = run_evaluation(model, loader, tokenizer, runtime.device, settings,
-                            precision=runtime.precision, show_progress=runtime.dist.is_main)
+    process. A sharded model is gathered whole for it (sharding.whole_weights)."""
+    with whole_weights(model):
+        result = run_evaluation(model, loader, tokenizer, runtime.device, settings,
+                                precision=runtime.precision, show_progress=runtime.dist.is_main)
     hyps = gather_dicts(result["hypotheses"], runtime.dist)
     order = sorted(hyps)
     hypotheses = [hyps[i] for i in order]

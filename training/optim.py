@@ -9,6 +9,8 @@ import torch
 from common.precision import make_scaler
 from models import BRIDGES
 
+from .sharding import load_optimizer_state
+
 PARTS = ("encoder", "bridge", "t5", "contrastive")  # contrastive: --contrastive_weight's heads
 
 
@@ -74,15 +76,16 @@ class Optimization:
     scaler: torch.amp.GradScaler
     schedule: Schedule
 
-    def state_dict(self):
-        return {"optimizer": self.optimizer.state_dict(),
+    def state_dict(self, optimizer_state):
+        """optimizer_state: the optimizer's, keyed by parameter name (sharding.py's
+        full_training_state), so that it loads sharded or not."""
+        return {"optimizer": optimizer_state,
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
 
-    def load_state_dict(self, ckpt):
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+    def load_state_dict(self, ckpt, model):
+        load_optimizer_state(model, self.optimizer, ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-
 
     def fit_to_budget(self, step, total):
         """--time_budget, once the first epoch is timed: decay from `step` to 0 at `total`."""

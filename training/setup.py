@@ -18,6 +18,7 @@ from models.t5_decoder import is_preset
 from .args import DEMO_DATA_DIR
 from .defaults import choose_vocab_size
 from .distributed import broadcast
+from .sharding import shard
 
 
 def make_demo_data_once(args, dist):
@@ -106,23 +107,29 @@ def make_loaders(args, train_set, val_set, tokenizer, dist, device):
     return train, val
 
 
-def wrap_for_training(model, args, dist, device):
+def wrap_for_training(model, args, runtime):
     """The module the training step calls: gradient checkpointing with
-    --gradient_checkpointing, DDP under torchrun, torch.compile with --compile. Generation and
-    checkpoints use the plain model."""
+    --gradient_checkpointing; under torchrun DDP, or FSDP2 with --sharding fsdp (in place:
+    `model` holds shards from then on); torch.compile with --compile. Generation and
+    checkpoints use `model`."""
+    dist, device = runtime.dist, runtime.device
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     wrapped = model
-    if dist.enabled:
+    if dist.enabled and args.sharding == "fsdp":
+        wrapped = shard(model, runtime.precision)
+    elif dist.enabled:
         # With --resampler_input tokens the encoder's pooling part feeds nothing (the feature
         # encoder's attention pooling; the SONAR ASL encoder's one-step decoder and
         # projection_out), so its parameters get no gradient. DDP waits for every parameter's
         # gradient unless told to look for unused ones, which costs a graph traversal per
-        # step: hence only here.
+        # step: hence only here. (FSDP reduces the gradients there are.)
+        # gradient_as_bucket_view: the gradients live in DDP's all-reduce buckets instead of
+        # beside them (one copy of the gradients less: 3 GB for the SONAR ASL encoder).
         unused = args.resampler_input == "tokens" and not args.freeze_encoder
         wrapped = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=unused)
+            find_unused_parameters=unused, gradient_as_bucket_view=True)
     if args.compile:
         # Batch and label lengths vary: after the first recompile dynamo marks them dynamic
         # instead of compiling every new shape.

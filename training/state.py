@@ -15,6 +15,8 @@ from common.errors import Terminated, UserError
 from common.files import write_json, written_together
 from models.checkpoint import save_model
 
+from .sharding import full_training_state
+
 
 @dataclass
 class TrainState:
@@ -55,7 +57,7 @@ RESUMABLE_CHANGES = {
     "gradient_checkpointing", "no_encoder_cache", "encoder_cache_dir", "skip_missing",
     "num_beams", "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty",
     "length_penalty", "train_features", "train_manifest", "val_features", "val_manifest",
-    "test_features", "test_manifest", "config", "log_every", "report_to",
+    "test_features", "test_manifest", "config", "log_every", "report_to", "sharding",
     "defaults"}  # what was chosen for unset flags: the flags themselves are compared
 TRAINING_STATE = ("state", "optimizer", "scheduler", "scaler", "rng", "history")
 
@@ -94,29 +96,37 @@ def batch_seed(seed, epoch, batch_index, rank):
     return (seed * 1_000_003 + epoch * 10_007 + batch_index * 101 + rank) % 2**62
 
 
-def save_progress(args, model, tokenizer, state, history, optimization, improved, run_config):
+def save_progress(args, model, tokenizer, state, history, optimization, improved, run_config,
+                  writes=True):
     """best_model.pt if improved, last_model.pt, training_history.json and config.json,
     renamed into place together once all are written: a crash or kill finds the four of one
     epoch (but in the microseconds between the renames); a --resume continues after the epoch
     last_model.pt holds.
     config.json is written with the checkpoints, so a start or a --resume that fails before
-    its first checkpoint leaves it as it was."""
+    its first checkpoint leaves it as it was.
+    Under torchrun every process calls this (a sharded model's state is gathered from all);
+    the one that `writes` writes."""
+    model_state, optimizer_state = full_training_state(model, optimization.optimizer, writes)
+    if not writes:
+        return
     out = Path(args.output_dir)
-    common = dict(epoch=state.epoch, history=history, best_bleu=state.best_bleu)
+    common = dict(epoch=state.epoch, history=history, best_bleu=state.best_bleu,
+                  state_dict=model_state)
     with written_together():  # a kill finds the checkpoints and the history of one epoch
         if improved:
             save_model(out / "best_model.pt", model, tokenizer, vars(args), **common)
         save_model(out / "last_model.pt", model, tokenizer, vars(args), **common,
-                   state=asdict(state), **optimization.state_dict(), rng=_rng_state())
+                   state=asdict(state), **optimization.state_dict(optimizer_state),
+                   rng=_rng_state())
         write_json(out / "training_history.json", history)
         write_json(out / "config.json", run_config)
 
 
-def restore_progress(ckpt, optimization, rank=0):
+def restore_progress(ckpt, model, optimization, rank=0):
     """--resume: the optimizer, schedule, scaler and RNG streams of last_model.pt (the weights
-    were loaded with the model); each process's own share of a stopped epoch's loss.
-    -> (TrainState, history)."""
-    optimization.load_state_dict(ckpt)
+    were loaded with the model, sharded or not); each process's own share of a stopped
+    epoch's loss. -> (TrainState, history)."""
+    optimization.load_state_dict(ckpt, model)
     torch.set_rng_state(ckpt["rng"]["torch"])
     random.setstate(ckpt["rng"]["python"])
     if ckpt["rng"]["cuda"] and torch.cuda.is_available():
