@@ -23,6 +23,8 @@ from transformers.models.t5.modeling_t5 import T5Stack
 
 from common.errors import UserError
 
+from .t5_decoder import checkpoint_activations
+
 # The weights inside an ssvp_slt checkpoint: tried in this order, else the file is the dict.
 WEIGHT_KEYS = ("student", "model", "model_state")
 # Unused by T5 (cross-attention has no relative bias); old transformers versions saved it.
@@ -112,8 +114,7 @@ class SonarAslEncoder(nn.Module):
         """Recompute each T5 block's activations in the backward pass (the stacks' own
         gradient checkpointing): less memory for unfrozen training, about a third more time."""
         for stack in (self.encoder, self.decoder):
-            stack.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            checkpoint_activations(stack)
 
 
 # -- reading ssvp_slt's checkpoint files ----------------------------------------------------

@@ -10,7 +10,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .bridges import BRIDGES, build_bridge
 from .encoders import encoder_from_config
-from .t5_decoder import t5_from_config
+from .t5_decoder import checkpoint_activations, t5_from_config
 from .tokenizer import UNK_ID
 
 
@@ -163,7 +163,7 @@ class SonarT5(nn.Module):
         stacks and the T5 decoder): memory for time, for unfrozen training of a large encoder."""
         if hasattr(self.encoder, "gradient_checkpointing_enable"):
             self.encoder.gradient_checkpointing_enable()
-        self.t5.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_activations(self.t5)
         return self
 
     def freeze_encoder(self):

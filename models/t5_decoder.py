@@ -22,6 +22,17 @@ T5_PRESETS = {
 T5_IDS = dict(decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
 
 
+def checkpoint_activations(module):
+    """transformers' gradient checkpointing on a T5 model or stack (non-reentrant): newer
+    transformers call it activation_checkpointing_enable and warn at the old name, which
+    older ones (4.x) alone have."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(module, "activation_checkpointing_enable"):
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class NoEncoder(nn.Module):
     """Stands where T5's encoder was; generate() reads main_input_name from it."""
 
