@@ -31,7 +31,7 @@ from models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
 from training.distributed import Runtime, init_distributed
 from training.optim import build_optimizer
 from training.setup import wrap_for_training
-from training.sharding import full_value
+from training.sharding import full_value, shard
 
 TEXTS = ["i'm going to show you how to fold the paper carefully",
          "now we are going to cut the edges with the small scissors"] * 20
@@ -59,8 +59,10 @@ def peak_gb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # Linux: kB
 
 
-def measure(sharding, layers, batch_size, frames, steps, checkpointing):
-    """One process of one row (under torchrun or alone): -> dict of figures."""
+def measure(sharding, layers, batch_size, frames, steps, checkpointing, frozen):
+    """One process of one row (under torchrun or alone): -> dict of figures. sharding: ddp,
+    fsdp (a frozen encoder left whole on each process, as training does), or
+    fsdp_frozen_sharded (the frozen encoder sharded too)."""
     dist, device = init_distributed("auto")
     torch.manual_seed(0)
     encoder = SonarAslEncoder(SonarAslEncoderConfig(num_layers=layers,
@@ -68,10 +70,17 @@ def measure(sharding, layers, batch_size, frames, steps, checkpointing):
     t5, tokenizer = load_t5_and_tokenizer("t5-tiny", TEXTS, vocab_size=64)
     model = build_model(t5=t5, tokenizer=tokenizer, encoder=encoder, t5_model="t5-tiny",
                         resampler_input="pooled").to(device).train()
+    if frozen:  # run at every step, as with --no_encoder_cache
+        model.freeze_encoder()
     parameters = sum(p.numel() for p in model.parameters())
     flags = SimpleNamespace(gradient_checkpointing=checkpointing, sharding=sharding,
-                            resampler_input="pooled", freeze_encoder=False, compile=False)
-    train_model = wrap_for_training(model, flags, Runtime(device, "fp32", dist))
+                            resampler_input="pooled", freeze_encoder=frozen, compile=False)
+    if sharding == "fsdp_frozen_sharded" and dist.enabled:
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        train_model = shard(model, "fp32", shard_frozen_encoder=True)
+    else:
+        train_model = wrap_for_training(model, flags, Runtime(device, "fp32", dist))
     optimizer = build_optimizer(model, 1e-4)
     torch.manual_seed(1 + dist.rank)
     features = torch.randn(batch_size, frames, encoder.config.input_dim, device=device)
@@ -89,7 +98,8 @@ def measure(sharding, layers, batch_size, frames, steps, checkpointing):
     return {"sharding": sharding if dist.enabled else "one process",
             "processes": dist.world_size, "rank": dist.rank, "encoder_layers": layers,
             "parameters": parameters, "batch_size": batch_size, "frames": frames,
-            "gradient_checkpointing": checkpointing, "device": device.type,
+            "gradient_checkpointing": checkpointing, "frozen_encoder": frozen,
+            "device": device.type,
             "training_state_gb": state_gb, "peak_gb": peak_gb(device),
             "s_per_step": (time.time() - start) / steps, "loss": loss.item()}
 
@@ -99,6 +109,7 @@ def run_row(processes, sharding, layers, args):
     one = ["-m", "benchmarks.sharded_memory", "--one", sharding, str(layers), "--batch_size",
            str(args.batch_size), "--frames", str(args.frames), "--steps", str(args.steps)]
     one += ["--gradient_checkpointing"] * args.gradient_checkpointing
+    one += ["--freeze_encoder"] * args.freeze_encoder
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
                  str(processes)] if processes > 1 else [sys.executable])
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
@@ -142,17 +153,23 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--gradient_checkpointing", action="store_true")
+    p.add_argument("--freeze_encoder", action="store_true",
+                   help="the encoder frozen and run at each step (as --no_encoder_cache): "
+                        "one process, DDP, FSDP with the encoder whole and with it sharded")
     p.add_argument("--memory_gb", type=float,
                    default=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB,
                    help="what this machine has (a GPU: per GPU)")
     p.add_argument("--one", nargs=2, metavar=("SHARDING", "LAYERS"), help=argparse.SUPPRESS)
-    p.add_argument("--output", default="benchmarks/sharded_memory_results.json")
+    p.add_argument("--output", default=None,
+                   help="default: benchmarks/sharded_memory[_frozen]_results.json")
     args = p.parse_args(argv)
     if args.one:
         row = measure(args.one[0], int(args.one[1]), args.batch_size, args.frames, args.steps,
-                      args.gradient_checkpointing)
+                      args.gradient_checkpointing, args.freeze_encoder)
         print(json.dumps(row), flush=True)
         return
+    output = Path(args.output or "benchmarks/sharded_memory"
+                  f"{'_frozen' * args.freeze_encoder}_results.json")
     rows = []
 
     def run(processes, sharding, layers):
@@ -164,6 +181,14 @@ def main(argv=None):
               f"{r['s_per_step']:.1f} s/step", flush=True)
         return r
 
+    if args.freeze_encoder:  # the frozen encoder: whole (what training does) or sharded
+        for processes, sharding in ((1, "ddp"), (2, "ddp"), (2, "fsdp"),
+                                    (2, "fsdp_frozen_sharded")):
+            run(processes, sharding, args.layers)
+        output.write_text(json.dumps({"encoder": "t5-v1_1-large shape (SONAR ASL), frozen, "
+                                      "run at each step", "rows": rows}, indent=2) + "\n")
+        print(f"wrote {output}")
+        return
     full = {"one process": run(1, "ddp", args.layers)}
     ddp_fits = 2 * full["one process"]["peak_gb"] * 1.1 < args.memory_gb
     if ddp_fits:
@@ -189,8 +214,8 @@ def main(argv=None):
     for r in result["projection_16gb"]:
         print(f"{r['gpus']} x 16 GB: DDP {r['ddp_gb']:.1f} GB per GPU, "
               f"FSDP {r.get('fsdp_gb', float('nan')):.1f} GB per GPU")
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

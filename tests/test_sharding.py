@@ -92,13 +92,22 @@ def test_fsdp_trains_as_ddp_and_runs_resume_under_either_sharding(tiny_data, ssv
     used = [{k for k in ckpt["optimizer"]["state"] if not k.startswith(unused)} for ckpt in (a, b)]
     assert used[0] == used[1] and len(used[0]) > 50
     assert set(a["optimizer"]["state"]) | set(b["optimizer"]["state"]) <= set(a["state_dict"])
+    lrs = {g["name"]: g["initial_lr"] for g in a["optimizer"]["param_groups"]}  # per part
+    assert lrs["encoder"] == pytest.approx(0.2 * lrs["t5"]) and lrs["bridge"] == lrs["t5"]
+    # the validation script reads the checkpoint FSDP wrote as any other
+    run_script("validate_perceiver_model.py", "--checkpoint", fsdp / "best_model.pt",
+               "--features", tiny_data / "features" / "val", "--manifest",
+               tiny_data / "manifests" / "val.tsv", "--output", tmp_path / "validated",
+               "--num_beams", "1", check=True)
+    assert json.loads((tmp_path / "validated" / "validation_summary.json").read_text())[
+        "num_samples"] == 24
 
 
 @pytest.mark.slow
 def test_fsdp_with_a_frozen_encoder_checkpointing_and_bf16(tiny_data, ssvp_checkpoint, tmp_path):
-    """The frozen encoder stays whole on every process (and unchanged); bf16 gathers weights
-    in bf16 and reduces gradients in fp32; gradient checkpointing recomputes inside the
-    units: the losses are DDP's with the same flags, to bf16's rounding."""
+    """The frozen encoder stays whole on every process (and unchanged); bf16
+    gathers weights in bf16 and reduces gradients in fp32; gradient checkpointing recomputes
+    inside the units: the losses are DDP's with the same flags, to bf16's rounding."""
     flags = ("--epochs", "2", "--sonar_checkpoint", ssvp_checkpoint, "--freeze_encoder",
              "--encoder_cache_dir", tmp_path / "cache", "--gradient_checkpointing",
              "--precision", "bf16", "--skip_final_scoring")

@@ -22,31 +22,37 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 
-def blocks_to_shard(model):
-    """The T5 blocks that are units of their own: the SONAR ASL encoder's (when it trains)
-    and the T5 decoder's."""
+def blocks_to_shard(model, shard_frozen_encoder):
+    """The T5 blocks that are units of their own: the T5 decoder's, and the SONAR ASL
+    encoder's unless it is frozen (and left whole)."""
     stacks = [model.t5.decoder]
-    if model.encoder.config.kind == "sonar_asl" and not model.encoder_frozen:
+    if model.encoder.config.kind == "sonar_asl" and (shard_frozen_encoder
+                                                     or not model.encoder_frozen):
         stacks += [model.encoder.encoder, model.encoder.decoder]
     return [block for stack in stacks for block in stack.block]
 
 
-def shard(model, precision):
-    """FSDP2 over `model` in place (its parameters become shards, DTensors). A frozen encoder
-    is left whole on every process: it has no gradients or optimizer state to shard, and
-    whole it needs no gathering in each step that runs it (it is 1/4 of its unfrozen
-    state). bf16: weights are gathered in bf16, gradients reduced in fp32 (fp16 keeps fp32
-    weights under autocast, for the T5 guard and the gradient scaler)."""
+def shard(model, precision, shard_frozen_encoder=False):
+    """FSDP2 over `model` in place (its parameters become shards, DTensors). bf16: weights
+    are gathered in bf16, gradients reduced in fp32 (fp16 keeps fp32 weights under
+    autocast, for the T5 guard and the gradient scaler).
+    A frozen encoder is left whole on every process (shard_frozen_encoder=True shards it, for
+    benchmarks/sharded_memory.py --freeze_encoder, which measured both): it has no gradients
+    or optimizer state, and every process loads the whole model before sharding it, so
+    sharding its weights lowers what a process holds later but not its peak (3.85 vs 3.48
+    GiB per process, 2 processes, 761M), and costs a gather of it at each step that runs it
+    (20.8 vs 14.1 s a step with --no_encoder_cache)."""
     # T5Stack passes each block's outputs on without changing them in place, which is what
     # this warning (once per process) is about: FSDP trains as DDP does (tests/test_sharding.py).
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
     policy = MixedPrecisionPolicy(
         param_dtype=torch.bfloat16 if precision == "bf16" else None,
         reduce_dtype=torch.float32)
-    for block in blocks_to_shard(model):
+    for block in blocks_to_shard(model, shard_frozen_encoder):
         fully_shard(block, mp_policy=policy)
-    ignored = set(model.encoder.parameters()) if model.encoder_frozen else None
-    fully_shard(model, mp_policy=policy, ignored_params=ignored)
+    whole = (set(model.encoder.parameters())
+             if model.encoder_frozen and not shard_frozen_encoder else None)
+    fully_shard(model, mp_policy=policy, ignored_params=whole)
     return model
 
 
