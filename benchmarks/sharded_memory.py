@@ -9,9 +9,10 @@ Each row is a fresh job (a peak is per process): the toolkit's own training set-
 through forward, backward, clipping and AdamW. Per process it records the training state it
 holds (weights, gradients and AdamW's moments: the bytes of its own tensors or shards,
 counted) and its peak memory: torch.cuda.max_memory_allocated on a GPU, the peak resident
-set (RSS) on a CPU. Two DDP processes of the full 752M model need about twice 15 GB; where
-the machine has less (--memory_gb), the DDP row is measured on the same encoder at
---small_layers depth, with FSDP beside it, so each comparison is like for like.
+set (RSS) on a CPU. Two DDP processes of the full 752M model on one CPU machine need about
+twice 13 GiB; where it has less (--memory_gb), the DDP row is measured on the same encoder at
+--small_layers depth, with FSDP beside it, so each comparison is like for like. On GPUs each
+process has its own (two are needed).
 """
 import argparse
 import json
@@ -144,6 +145,12 @@ def projection(full_rows, gpus=(1, 2, 4), gpu_gb=GPU_16GB):
     return table
 
 
+def memory_gb():
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory / GB
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", type=int, default=24, help="encoder layers (24 + 24: SONAR ASL)")
@@ -156,9 +163,9 @@ def main(argv=None):
     p.add_argument("--freeze_encoder", action="store_true",
                    help="the encoder frozen and run at each step (as --no_encoder_cache): "
                         "one process, DDP, FSDP with the encoder whole and with it sharded")
-    p.add_argument("--memory_gb", type=float,
-                   default=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB,
-                   help="what this machine has (a GPU: per GPU)")
+    p.add_argument("--memory_gb", type=float, default=memory_gb(),
+                   help="what a process may use: a GPU's memory, or the machine's (which "
+                        "the processes share) on a CPU")
     p.add_argument("--one", nargs=2, metavar=("SHARDING", "LAYERS"), help=argparse.SUPPRESS)
     p.add_argument("--output", default=None,
                    help="default: benchmarks/sharded_memory[_frozen]_results.json")
@@ -190,7 +197,8 @@ def main(argv=None):
         print(f"wrote {output}")
         return
     full = {"one process": run(1, "ddp", args.layers)}
-    ddp_fits = 2 * full["one process"]["peak_gb"] * 1.1 < args.memory_gb
+    sharing = 1 if torch.cuda.is_available() else 2  # processes in one memory
+    ddp_fits = sharing * full["one process"]["peak_gb"] * 1.1 < args.memory_gb
     if ddp_fits:
         full["ddp"] = run(2, "ddp", args.layers)
     full["fsdp"] = run(2, "fsdp", args.layers)
