@@ -106,8 +106,21 @@ def full_training_state(model, optimizer, is_main):
     if not is_sharded(model) and not is_main:
         return None, None
     options = StateDictOptions(full_state_dict=True, cpu_offload=is_sharded(model))
-    return (get_model_state_dict(model, options=options),
-            get_optimizer_state_dict(model, optimizer, options=options))
+    model_state = get_model_state_dict(model, options=options)
+    if is_main:  # tied weights (T5's embedding and LM head) gathered once each: one tensor
+        for names in _tied_names(model):
+            for name in names[1:]:
+                if names[0] in model_state and name in model_state:
+                    model_state[name] = model_state[names[0]]
+    return model_state, get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def _tied_names(model):
+    """[[names of one parameter], ...] for each parameter that has several."""
+    names = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return [n for n in names.values() if len(n) > 1]
 
 
 def load_optimizer_state(model, optimizer, saved):
