@@ -18,6 +18,9 @@ ClusterName=local
 SlurmctldHost=$host
 SlurmUser=root
 AuthType=auth/munge
+# A requeued job starts again once its last credential has expired: 120 s by default, 20 s
+# on this test cluster (forcing an earlier start fails it: "Job credential revoked").
+AuthInfo=cred_expire=20
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
