@@ -32,7 +32,7 @@ from models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
 from training.distributed import Runtime, init_distributed
 from training.optim import build_optimizer
 from training.setup import wrap_for_training
-from training.sharding import full_value, shard
+from training.sharding import shard
 
 TEXTS = ["i'm going to show you how to fold the paper carefully",
          "now we are going to cut the edges with the small scissors"] * 20
@@ -92,7 +92,7 @@ def measure(sharding, layers, batch_size, frames, steps, checkpointing, frozen):
         with autocast(device, "fp32"):
             loss = train_model(features, mask, labels)
         loss.backward()
-        full_value(torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0))
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
         optimizer.step()
         state_gb = training_state_gb(model, optimizer)  # gradients still there
         optimizer.zero_grad(set_to_none=True)
