@@ -9,7 +9,11 @@
 import argparse
 from pathlib import Path
 
-from common.errors import UserError, cli_main
+from common.errors import UserError, cli_main, quiet_ctrl_c_until_main
+
+if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits without a traceback
+    quiet_ctrl_c_until_main()
+
 from common.files import atomic_write
 from evaluation.metrics import metric_names
 from evaluation.report import (bleu_by_length, check_figure_path, check_parent_dir,

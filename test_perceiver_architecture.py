@@ -10,7 +10,10 @@ import sys
 import time
 
 from common.cpu import wait_politely_if_shared
+from common.errors import quiet_ctrl_c_until_main
 
+if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits without a traceback
+    quiet_ctrl_c_until_main()
 wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy once
 
 import torch

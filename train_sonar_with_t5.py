@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 
 from common.cpu import wait_politely_if_shared
+from common.errors import quiet_ctrl_c_until_main
 
+if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits without a traceback
+    quiet_ctrl_c_until_main()
 wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy once
 
 import torch
@@ -38,8 +41,8 @@ from training.optim import build_optimization, plan_time_budget
 from training.output_dir import OutputDir
 from training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
                             run_config, wrap_for_training)
-from training.state import (TrainState, check_resume, exit_interrupted, ignore_further_stops,
-                            restore_progress, save_progress)
+from training.state import (TrainState, check_resume, exit_during_scoring, exit_interrupted,
+                            ignore_further_stops, restore_progress, save_progress)
 from training.tracking import Tracker
 
 
@@ -155,10 +158,14 @@ def main(argv=None):
         # gloo thread and this one can wait for each other at exit.
         del train_model
         if dist.is_main:
-            scored = None if args.skip_final_scoring else score_best_checkpoint(
-                args.output_dir, final_splits(args), device=device, precision="fp32",
-                batch_size=args.eval_batch_size or args.batch_size,
-                num_workers=args.num_workers, skip_missing=args.skip_missing, say=say)
+            runtime.stop_at_once()  # the others are done: a stop need not wait for them
+            try:
+                scored = None if args.skip_final_scoring else score_best_checkpoint(
+                    args.output_dir, final_splits(args), device=device, precision="fp32",
+                    batch_size=args.eval_batch_size or args.batch_size,
+                    num_workers=args.num_workers, skip_missing=args.skip_missing, say=say)
+            except KeyboardInterrupt as stop:
+                exit_during_scoring(stop)
             print_next_steps(args, state, history, scored)
 
 

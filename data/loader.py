@@ -1,4 +1,5 @@
-"""torch's DataLoader, with worker processes that leave stop signals to the main process.
+"""torch's DataLoader, with worker processes that leave stop signals to the main process and
+that end with it, whatever ended it.
 
 Ctrl-C in a terminal, Slurm's scancel, preemption and time limit, `timeout`, `docker stop` and
 systemd signal every process of the job, DataLoader workers included. A worker killed by
@@ -8,18 +9,36 @@ workers ignore SIGINT and SIGTERM: the main process alone handles the stop, and 
 workers itself (they also end when it dies). The two signals are blocked while workers start,
 so none lands between a worker's fork and its ignoring them; one that arrives then is
 delivered to the main process as soon as the workers are up.
+
+Ending them is then this module's job, since a worker that ignores SIGTERM outlives
+Process.terminate(). PyTorch calls that for a worker that does not leave when asked, and
+multiprocessing calls it at the interpreter's exit for every child still there, then waits
+for them: after an error that left the workers waiting for work (a bad file read in a worker,
+an exception in the training step) the run printed its error and waited forever. So:
+- at exit, every loader's workers are shut down as PyTorch shuts them down when a loader is
+  done (told to leave, taken off its watch for dead workers, joined), before multiprocessing's
+  own clean-up runs;
+- a worker's terminate() is SIGKILL: it holds nothing that needs cleaning up (its batches are
+  for the main process).
 """
+import atexit
 import functools
+import multiprocessing.context
+import multiprocessing.popen_fork
 import signal
 import sys
+import weakref
 
 import torch
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_running = weakref.WeakSet()  # the iterators whose workers may still be up
 
 
 class SignalSafeDataLoader(torch.utils.data.DataLoader):
     def __init__(self, *args, worker_init_fn=None, **kwargs):
+        if kwargs.get("num_workers"):
+            kwargs["multiprocessing_context"] = WorkerContext()
         super().__init__(*args, worker_init_fn=functools.partial(_leave_stops_to_main,
                                                                  worker_init_fn), **kwargs)
 
@@ -28,9 +47,32 @@ class SignalSafeDataLoader(torch.utils.data.DataLoader):
             return super().__iter__()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            return super().__iter__()  # forks the workers (the first time)
+            iterator = super().__iter__()  # forks the workers (the first time)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _running.add(iterator)
+        return iterator
+
+
+@atexit.register  # registered after multiprocessing's clean-up (torch imported it): runs first
+def _end_workers():
+    for iterator in list(_running):
+        iterator._shutdown_workers()  # what the iterator's own __del__ calls
+
+
+class KilledOnTerminate(multiprocessing.popen_fork.Popen):
+    def terminate(self):
+        self.kill()  # SIGTERM is ignored in a worker
+
+
+class WorkerProcess(multiprocessing.context.ForkProcess):
+    @staticmethod
+    def _Popen(process_obj):  # what Process.terminate() and multiprocessing's exit both reach
+        return KilledOnTerminate(process_obj)
+
+
+class WorkerContext(multiprocessing.context.ForkContext):
+    Process = WorkerProcess
 
 
 def _leave_stops_to_main(then, worker_id):

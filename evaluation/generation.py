@@ -79,19 +79,23 @@ def add_generation_args(parser, default_note=None):
 @torch.no_grad()
 def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp32",
                    generate=True, desc="validating", show_progress=True,
-                   across_processes=True):
+                   across_processes=True, after_batch=None):
     """-> {val_loss, cond_gap, hypotheses {index: text}}.
 
     The conditioning gap (nats/token) is the loss with each prefix given to another sample
     of the batch (rolled by one) minus the loss with its own: near 0, the decoder ignores its
     input. Under torchrun the losses are summed over every process (each scores its own
     batches; across_processes=False: one process scores the whole loader alone); the
-    hypotheses are this process's.
+    hypotheses are this process's. after_batch(i): called after batch i (training checks for
+    a stop signal there, so a stop does not wait for the whole validation).
     """
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, shuffled loss, tokens
     hypotheses = {}
-    for batch in progress(loader, desc=desc, leave=False, disable=not show_progress):
+    for i, batch in enumerate(progress(loader, desc=desc, leave=False,
+                                       disable=not show_progress)):
+        if i and after_batch is not None:
+            after_batch(i - 1)
         labels = batch["labels"].to(device)
         with naming_the_batch_if_out_of_memory(batch), autocast(device, precision):
             prefix = model.prefix(**model_inputs(batch, device))

@@ -134,6 +134,54 @@ class ForkedProcess:
         self.send_signal(15)
 
 
+def descendants(pid):
+    """Every process under pid now (Linux /proc)."""
+    try:
+        found = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return found + [d for c in found for d in descendants(c)]
+
+
+def alive(pid):
+    """pid runs (not a zombie waiting for its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class ProcessTree:
+    """`with ProcessTree(proc) as tree:` notes every process under proc while it runs (polled
+    every 20 ms: DataLoader workers, torchrun's processes and theirs); tree.left_running(),
+    after proc ended: those still running (the check that a run leaves nothing behind)."""
+
+    def __init__(self, proc):
+        self.proc, self.seen, self._done = proc, set(), threading.Event()
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._done.is_set():
+            self.seen.update(descendants(self.proc.pid))
+            self._done.wait(0.02)
+
+    def __exit__(self, *error):
+        self._done.set()
+        self._thread.join()
+
+    def left_running(self, grace=3.0):
+        """The processes seen that still run `grace` seconds after the watch ended (a process
+        told to leave takes a moment)."""
+        deadline = time.time() + grace
+        while any(alive(pid) for pid in self.seen) and time.time() < deadline:
+            time.sleep(0.05)
+        return sorted(pid for pid in self.seen if alive(pid))
+
+
 def start_python(*args, **popen_args):
     """`python ARGS` (a script, -m module or -c code) as a ForkedProcess."""
     return ForkedProcess(args, **popen_args)

@@ -57,13 +57,21 @@ def test_overwrite_then_ctrl_c_in_the_first_epoch_keeps_the_earlier_run(tiny_run
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     proc = popen_train(tiny_data, out, "--epochs", 3, "--batch_size", 2, "--overwrite")
     wait_until(lambda: (out / ".replaced_run").is_dir(), proc)
+    # the user adds files meanwhile: a new name, and one the earlier run had (now set aside)
+    (out / "notes.md").write_text("the user's notes")
+    (out / "validation_results").mkdir()
+    (out / "validation_results" / "mine.txt").write_text("the user's")
     time.sleep(0.5)  # training the first epoch
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "the earlier run is back" in stdout and "Traceback" not in stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-    assert (out / "validation_results" / "validation_summary.json").is_file()
+    assert "the earlier run's validation_results is back as validation_results.earlier_run" \
+        in stdout
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == \
+        {**before, "notes.md": b"the user's notes"}
+    assert (out / "validation_results" / "mine.txt").read_text() == "the user's"
+    assert (out / "validation_results.earlier_run" / "validation_summary.json").read_text() == "{}"
     assert not (out / ".replaced_run").exists()
 
 

@@ -24,7 +24,7 @@ from evaluation.export import export
 from models.checkpoint import load_checkpoint, load_model
 
 from .conftest import ENV, assert_user_error, run_patched, run_script, train, train_argv
-from .processes import run_python, start_python
+from .processes import descendants, run_python, start_python
 
 
 def tree(path):
@@ -180,13 +180,6 @@ def test_an_epoch_that_takes_no_step_stops_the_run(tiny_data, tmp_path):
 # -- 3. a stop signal sent to the whole job -------------------------------------------------
 STOPPABLE = ("--epochs", 2, "--batch_size", 2, "--num_workers", 2, "--log_every", 4)
 COMPARED = ("step", "train_loss", "val_loss", "val_bleu", "val_chrf", "cond_gap")
-
-
-def descendants(pid):
-    """Every process under pid (Linux /proc)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    found = [int(c) for c in children.read_text().split()] if children.exists() else []
-    return found + [d for c in found for d in descendants(c)]
 
 
 def stopped_by_the_group(command, out, every_process=False):

@@ -10,7 +10,7 @@ import torch.distributed as torch_dist
 from tqdm.auto import tqdm
 
 from common.device import resolve_device
-from common.errors import Terminated, UserError
+from common.errors import Terminated, UserError, stop_here
 from common.precision import resolve_precision
 
 
@@ -61,6 +61,28 @@ class Runtime:
         signum = int(flag.item())
         if signum:
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+    def stop_checks(self, batches):
+        """after_batch for a loop whose processes may run different numbers of batches (each
+        its own share of the validation set): stop_if_any_asked after each batch that every
+        process has, so a stop waits for one batch, not for the whole loop."""
+        if not self.dist.enabled:
+            return None  # one process: a stop is raised wherever it is
+        common = torch.tensor([batches], device=self.device)
+        torch_dist.all_reduce(common, op=torch_dist.ReduceOp.MIN)
+        common = int(common.item())
+        return lambda i: self.stop_if_any_asked() if i < common else None
+
+    def stop_at_once(self):
+        """From here on a stop signal is raised where the program is, as in one process: for
+        work one process does alone (the end-of-training scoring), with no other process to
+        wait for it."""
+        for s in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(s) not in (signal.SIG_IGN, None):
+                signal.signal(s, stop_here)
+        if self.stops_noted:  # noted after the last agreed check
+            raise Terminated if signal.SIGTERM in self.stops_noted else KeyboardInterrupt
 
 
 @contextmanager

@@ -176,7 +176,8 @@ def evaluate(model, loader, tokenizer, settings, runtime):
     process. A sharded model is gathered whole for it (sharding.whole_weights)."""
     with whole_weights(model):
         result = run_evaluation(model, loader, tokenizer, runtime.device, settings,
-                                precision=runtime.precision, show_progress=runtime.dist.is_main)
+                                precision=runtime.precision, show_progress=runtime.dist.is_main,
+                                after_batch=runtime.stop_checks(len(loader)))
     hyps = gather_dicts(result["hypotheses"], runtime.dist)
     order = sorted(hyps)
     hypotheses = [hyps[i] for i in order]

@@ -201,13 +201,23 @@ class OutputDir:
         return False
 
     def _restore(self):
-        """The new run stopped before its first checkpoint: its files go, the earlier run's
-        return."""
-        for path in self.path.iterdir():
-            if path.name not in (REPLACED_DIR, DEMO_DATA_DIR, LOCK_NAME):
+        """The new run stopped before its first checkpoint: what it wrote goes, the earlier
+        run's files return. Only the names this toolkit writes are removed: a file anyone else
+        added meanwhile stays, and an earlier file whose name it took comes back beside it as
+        NAME.earlier_run (said)."""
+        for name in (*RUN_FILES, *RUN_LOGS, LOGS_MARKER):
+            path = self.path / name
+            if path.exists() or path.is_symlink():
                 _remove(path)
+            for temp in self.path.glob(f".{name}.*.tmp"):  # a save cut short (atomic_write's)
+                temp.unlink(missing_ok=True)
         for path in self.aside.iterdir():
-            path.rename(self.path / path.name)
+            target = self.path / path.name
+            if target.exists() or target.is_symlink():
+                target = _free_name(self.path / f"{path.name}.earlier_run")
+                print(f"note: {path.name} was added to {self.path} while the new run started; "
+                      f"the earlier run's {path.name} is back as {target.name}")
+            path.rename(target)
         self.aside.rmdir()
         self.replacing = False
 
@@ -219,6 +229,15 @@ class OutputDir:
         self._lock = None
         if self.created and not any(self.path.iterdir()):
             self.path.rmdir()  # a directory this run made, and nothing came of the run
+
+
+def _free_name(path):
+    """path, or path.1, path.2, ...: the first that does not exist."""
+    candidate, n = path, 0
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
 
 
 def _remove(path):

@@ -143,23 +143,42 @@ def _rng_state():
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def exit_interrupted(args, epoch, state, stop, show=True):
-    """After the save on Ctrl-C or SIGTERM: say where training stood and how to resume (show:
-    the process that saved), and exit 130 or 143 as a shell does for these signals."""
+def resume_command():
+    """The command line that resumes this run: the same one with --resume."""
     argv = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
     launcher = ["python"]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's options are not in sys.argv
         launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')}"]
         if os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
             launcher[1:] = ["<the run's torchrun options>"]
-    command = shlex.join([*launcher, Path(sys.argv[0]).name, *argv, "--resume"])
-    what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    return shlex.join([*launcher, Path(sys.argv[0]).name, *argv, "--resume"])
+
+
+def exit_interrupted(args, epoch, state, stop, show=True):
+    """After the save on Ctrl-C or SIGTERM: say where training stood and how to resume (show:
+    the process that saved), and exit 130 or 143 as a shell does for these signals."""
     where = (f"after epoch {epoch}" if state.epoch >= epoch else
              f"in epoch {epoch} after {state.batches_done} batches")
     if show:
-        tqdm.write(f"\n{what} {where}; saved {Path(args.output_dir) / 'last_model.pt'}\n"
-                   f"resume with: {command}")
-    sys.exit(143 if isinstance(stop, Terminated) else 130)
+        tqdm.write(f"\n{_stop_name(stop)} {where}; saved {Path(args.output_dir) / 'last_model.pt'}"
+                   f"\nresume with: {resume_command()}")
+    sys.exit(_stop_status(stop))
+
+
+def exit_during_scoring(stop):
+    """Ctrl-C or SIGTERM while the best checkpoint is scored at the end: training is complete
+    and saved; a --resume of the finished run does the scoring again."""
+    tqdm.write(f"\n{_stop_name(stop)} while scoring best_model.pt; training is complete and "
+               f"saved\nscore it with: {resume_command()}")
+    sys.exit(_stop_status(stop))
+
+
+def _stop_name(stop):
+    return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+
+
+def _stop_status(stop):
+    return 143 if isinstance(stop, Terminated) else 130  # as a shell reports these signals
 
 
 def ignore_further_stops():
