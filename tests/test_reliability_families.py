@@ -23,7 +23,7 @@ from data.encoder_cache import cached_loaders
 from evaluation.export import export
 from models.checkpoint import load_checkpoint, load_model
 
-from .conftest import ENV, assert_user_error, run_patched, run_script, train, train_argv
+from .conftest import ENV, ROOT, assert_user_error, run_patched, run_script, train, train_argv
 from .processes import descendants, run_python, start_python
 
 
@@ -240,6 +240,54 @@ def test_sigterm_to_a_torchrun_job_stops_every_process_at_one_step(tiny_data, tm
     run_script(*torchrun("train_sonar_with_t5.py",
                          *train_argv(tiny_data, out, *STOPPABLE, "--resume")), check=True)
     same_run(out, whole)
+
+
+# A validation of 12 batches (24 sentences, 2 a batch) of 1 s each, in epoch 2: its start
+# is marked by a file.
+SLOW_VALIDATION = """
+import os, time, evaluation.generation as generation
+_generate = generation.generate_texts
+def generate_texts(*args, **kwargs):
+    if os.path.exists({epoch_1!r}):
+        open({marker!r}, "a").close()
+        time.sleep(1.0)
+    return _generate(*args, **kwargs)
+generation.generate_texts = generate_texts
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_stop_during_validation_saves_within_about_one_batch(processes, tiny_data, tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "validating"
+    patch = SLOW_VALIDATION.format(epoch_1=str(out / "last_model.pt"), marker=str(marker))
+    argv = ["train_sonar_with_t5.py", *train_argv(tiny_data, out, "--epochs", 3,
+                                                  "--eval_batch_size", 2)]
+    script = tmp_path / "patched_train.py"  # torchrun starts each process from a file
+    script.write_text(f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv = {argv!r}\n"
+                      f"{patch}\nimport runpy; runpy.run_path('train_sonar_with_t5.py', "
+                      "run_name='__main__')\n")
+    launch = (["-m", "torch.distributed.run", "--nproc_per_node", "2", script]
+              if processes == 2 else [script])
+    proc = start_python(*launch, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        start_new_session=True)
+    wait_for(marker.is_file, proc)
+    time.sleep(1.5)  # a batch or two into the validation
+    sent = time.time()
+    os.killpg(proc.pid, signal.SIGTERM)
+    for pid in descendants(proc.pid):  # Slurm's scancel: every process of the job
+        os.kill(pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    latency = time.time() - sent
+    assert "terminated (SIGTERM) in epoch 2 after" in stdout, stderr[-3000:]
+    # torchrun prints its own traceback for the signal it received; the processes print none
+    assert "killed by signal" not in stderr and "common.errors.Terminated" not in stderr
+    assert "Traceback" not in stderr or processes == 2
+    print(f"{processes} process(es): SIGTERM to exit {latency:.2f} s")
+    assert latency < 4, latency  # the whole validation would take 12 s (6 per process)
+    assert load_checkpoint(out / "last_model.pt")["epoch"] == 1
+    train(tiny_data, out, "--epochs", 3, "--eval_batch_size", 2, "--resume")
+    assert [r["epoch"] for r in history(out)] == [1, 2, 3]
 
 
 # -- 4. a full disk -------------------------------------------------------------------------
