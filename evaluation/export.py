@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from common.errors import UserError, cli_main
-from common.files import read_json
+from common.schemas import read_run_config, read_summary
 from models.checkpoint import GENERATION_KEYS, load_model, save_exported
 
 from .generation import GenerationSettings, decoding
@@ -26,7 +26,7 @@ def export(checkpoint, out_dir):
                         "export best_model.pt or last_model.pt of a training run")
     train_args = ckpt["train_args"]
     run_config_path = Path(checkpoint).parent / "config.json"
-    run_config = read_json(run_config_path) if run_config_path.is_file() else {}
+    run_config = read_run_config(run_config_path) if run_config_path.is_file() else {}
     record = next((r for r in ckpt["history"] if r["epoch"] == ckpt.get("epoch")),
                   ckpt["history"][-1])
     settings = GenerationSettings(**{k: train_args[k] for k in GENERATION_KEYS
@@ -53,7 +53,7 @@ def end_of_training_scores(checkpoint):
     path = Path(checkpoint).resolve()
     found = {}
     for summary_path in sorted(path.parent.glob("results/*/validation_summary.json")):
-        summary = read_json(summary_path)
+        summary = read_summary(summary_path)
         if Path(summary.get("checkpoint") or "").resolve() == path:
             found[summary_path.parent.name] = summary
     return found

@@ -94,8 +94,6 @@ def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp3
     hypotheses = {}
     for i, batch in enumerate(progress(loader, desc=desc, leave=False,
                                        disable=not show_progress)):
-        if i and after_batch is not None:
-            after_batch(i - 1)
         labels = batch["labels"].to(device)
         with naming_the_batch_if_out_of_memory(batch), autocast(device, precision):
             prefix = model.prefix(**model_inputs(batch, device))
@@ -105,6 +103,8 @@ def run_evaluation(model, loader, tokenizer, device, settings, *, precision="fp3
         sums += torch.stack([loss.double(), shuffled.double(),
                              (labels != -100).sum().double()])
         hypotheses.update(zip(batch["index"].tolist(), texts))
+        if after_batch is not None:
+            after_batch(i)
     if across_processes and torch_dist.is_initialized():
         torch_dist.all_reduce(sums)
     loss, shuffled, tokens = sums.tolist()

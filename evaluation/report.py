@@ -17,7 +17,9 @@ import pandas as pd  # noqa: E402
 from sacrebleu.metrics import BLEU  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
-from common.files import atomic_write, read_json  # noqa: E402
+from common.files import atomic_write  # noqa: E402
+from common.schemas import (HISTORY_RECORD, read_checked, read_run_config,  # noqa: E402
+                            read_summary)
 from models import BRIDGES  # noqa: E402
 
 from .experiments import experiment_key, seed_groups  # noqa: E402
@@ -30,19 +32,11 @@ def load_history(run_dir):
     if not path.is_file():
         raise UserError("no training_history.json", str(run_dir),
                         "pass a run's --output_dir (the history appears after epoch 1)")
-    history = read_json(path)
-    if not isinstance(history, list) or not history:
+    history = read_checked(path, [HISTORY_RECORD], "training_history.json",
+                           "pass the --output_dir of a sonar-t5 training run")
+    if not history:
         raise UserError("training_history.json holds no epochs yet", str(path))
-    for record in history:  # a foreign or much older history: one line, not a KeyError
-        missing = [k for k in HISTORY_KEYS if not isinstance(record, dict) or k not in record]
-        if missing:
-            raise UserError(f"training_history.json is not a history this toolkit wrote (an "
-                            f"epoch record has no {', '.join(missing)})", str(path),
-                            "pass the --output_dir of a sonar-t5 training run")
     return history
-
-
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_bleu")  # what the plots and tables read
 
 
 def summarize(history):
@@ -192,8 +186,9 @@ def label(name):
     return "cond_gap" if name == "cond_gap" else display(name).label
 def history_groups(run_dirs):
     """--compare: {label: [history, ...]}, seed groups labelled with their runs and n."""
-    runs = [(Path(d), read_json(Path(d) / "config.json") if (Path(d) / "config.json").is_file()
-             else {"args": {"output_dir": str(d)}}) for d in run_dirs]
+    runs = [(Path(d), read_run_config(Path(d) / "config.json")
+             if (Path(d) / "config.json").is_file() else {"args": {"output_dir": str(d)}})
+            for d in run_dirs]
     groups = seed_groups(runs, lambda r: experiment_key(r[1]),
                          lambda r: r[1]["args"].get("seed"))
     return {(g[0][0].name if len(g) == 1 else
@@ -207,7 +202,10 @@ def table_row(path):
     path = Path(path)
     if path.is_file() or (path / "validation_summary.json").is_file():
         summary_path = path if path.is_file() else path / "validation_summary.json"
-        summary = read_json(summary_path)
+        summary = read_summary(summary_path)
+        if not summary.get("checkpoint"):
+            raise UserError("validation_summary.json names no checkpoint", str(summary_path),
+                            "validate the checkpoint again with validate_perceiver_model.py")
         run_dir = Path(summary["checkpoint"]).parent
         if not (run_dir / "config.json").is_file():
             raise UserError(f"the checkpoint this summary scored has no run directory here "
@@ -227,7 +225,7 @@ def table_row(path):
         found = epoch_metrics(best)
         scores = {"best_epoch": best["epoch"], "cond_gap": best.get("cond_gap"),
                   **{label(n): found.get(n) for n in metric_names()}}
-    config = read_json(run_dir / "config.json")
+    config = read_run_config(run_dir / "config.json")
     m, a = config["model_config"], config["args"]
     if generation is None:
         generation = config.get("generation") or {"num_beams": a.get("num_beams") or 4}

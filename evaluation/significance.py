@@ -34,7 +34,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 
 from common.errors import UserError, cli_main
-from common.files import read_json
+from common.schemas import read_run_config, read_summary
 
 from .experiments import experiment_key, seed_groups
 
@@ -60,7 +60,17 @@ def read_outputs(path, split="test"):
     """-> (ids, references, hypotheses) of a translations.txt (tab-separated id, reference,
     translation, after a header line), found from a file, a results or a run directory."""
     candidate = find_outputs(path, split)
-    rows = candidate.read_text(encoding="utf-8").splitlines()[1:]
+    try:
+        text = candidate.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"not UTF-8 text ({error.reason} at byte {error.start})",
+                        str(candidate), "pass a file written by validate_perceiver_model.py")
+    # Lines end at "\n" alone, as the writer ends them: str.splitlines() would also split a
+    # sentence at U+2028, U+0085 and other characters a reference may hold.
+    rows = text.removesuffix("\n").split("\n")[1:] if text else []
+    if not rows:
+        raise UserError("no translations in the file (empty, or a header line alone)",
+                        str(candidate), "pass a file written by validate_perceiver_model.py")
     fields = [row.split("\t") for row in rows]
     bad = next((n for n, f in enumerate(fields, 2) if len(f) != 3), None)
     if bad is not None:
@@ -72,7 +82,7 @@ def read_outputs(path, split="test"):
 def scored_split(path, split="test"):
     """The manifest a system's summary says it scored (None without a summary)."""
     summary = find_outputs(path, split).with_name("validation_summary.json")
-    return read_json(summary).get("manifest") if summary.is_file() else None
+    return read_summary(summary).get("manifest") if summary.is_file() else None
 
 
 def check_same_sentences(systems, splits=None):
@@ -109,9 +119,12 @@ def paired_tests(named_hypotheses, references, n_samples=1000):
     for label, bs, ar in zip(METRICS, list(bootstrap.values())[1:],
                              list(randomised.values())[1:]):
         for i, (name, hypotheses) in enumerate(named_hypotheses):
-            first, same = i == 0, hypotheses == named_hypotheses[0][1]
-            # identical outputs: nothing differs, so p = 1 (sacrebleu, following multeval,
-            # reports 1/(n+1) there, so that a zero difference is never put down to chance)
+            first = i == 0
+            # the same score as the baseline (identical outputs, or outputs that differ but
+            # score alike): no difference to test, so p = 1. sacrebleu, following multeval,
+            # counts only resamples whose difference exceeds the observed one, and reports
+            # 1/(n+1) where no resample differs at all (0.00 vs 0.00 on every resample)
+            same = hypotheses == named_hypotheses[0][1] or bs[i + 1].score == bs[1].score
             rows[label].append({
                 "system": name, "score": bs[i + 1].score, "mean": bs[i + 1].mean,
                 "ci": bs[i + 1].ci,
@@ -148,11 +161,12 @@ def run_config(outputs_file):
     folder = outputs_file.parent  # RUN/validation_results/ or RUN/results/SPLIT/
     for run_dir in (folder, folder.parent, folder.parent.parent):
         if (run_dir / "config.json").is_file() and (run_dir / "best_model.pt").exists():
-            return read_json(run_dir / "config.json")
+            return read_run_config(run_dir / "config.json")
     summary = folder / "validation_summary.json"
-    if summary.is_file() and read_json(summary).get("checkpoint"):
-        config = Path(read_json(summary)["checkpoint"]).parent / "config.json"
-        return read_json(config) if config.is_file() else None
+    checkpoint = read_summary(summary).get("checkpoint") if summary.is_file() else None
+    if checkpoint:
+        config = Path(checkpoint).parent / "config.json"
+        return read_run_config(config) if config.is_file() else None
     return None
 
 
@@ -162,7 +176,7 @@ def group_by_seed(paths, split):
     def key(found):
         path, config = found
         summary = find_outputs(path, split).with_name("validation_summary.json")
-        generation = read_json(summary).get("generation") if summary.is_file() else None
+        generation = read_summary(summary).get("generation") if summary.is_file() else None
         return json.dumps([experiment_key(config), generation]) if config else str(path)
 
     found = [(p, run_config(find_outputs(p, split))) for p in paths]

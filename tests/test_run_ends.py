@@ -1,6 +1,8 @@
 """Every error ends the run: the one-line error, the exit status, within seconds, and no
 process of the run left behind (DataLoader workers, torchrun's processes and theirs)."""
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -175,3 +177,25 @@ def test_a_bad_file_under_torchrun_ends_every_process(bad_data, tiny_data, tmp_p
                                            2, "train_sonar_with_t5.py", *argv)
     assert code != 0 and "error: cannot read feature file" in stderr
     assert left == []
+
+
+@pytest.mark.slow
+def test_torchruns_processes_stop_when_the_launcher_is_killed(tiny_data, tmp_path):
+    """kill -9 of the job's process group: torchrun dies, its processes (each in a session of
+    its own) notice, stop together as on SIGTERM, save and exit."""
+    out = tmp_path / "run"
+    argv = train_argv(tiny_data, out, "--epochs", 4, "--batch_size", 2, "--log_every", 4)
+    proc = start_python("-m", "torch.distributed.run", "--nproc_per_node", 2,
+                        "train_sonar_with_t5.py", *argv, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = out / "train_log.jsonl"
+    with ProcessTree(proc) as tree:
+        deadline = time.time() + 120
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 2):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert len(tree.seen) >= 2  # the two training processes (and no more: no workers)
+    assert tree.left_running(grace=60) == []
+    assert load_checkpoint(out / "last_model.pt")["state"]["batches_done"] > 0  # saved mid-epoch

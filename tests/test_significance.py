@@ -85,3 +85,35 @@ def test_bad_flags_are_one_line(tmp_path, flags, fragment):
     extra = [] if not flags else [base]
     assert_user_error(run_script("-m", "evaluation.significance", base, *extra, *flags),
                       fragment)
+
+
+def test_equal_scores_from_different_outputs_are_not_significant():
+    refs = REFERENCES[:40]
+    nothing_right = [["zzz"] * 40, ["qqq qqq"] * 40]  # BLEU 0.00 both, different outputs
+    rows = paired_tests([("a", nothing_right[0]), ("b", nothing_right[1])], refs, n_samples=100)
+    base, other = rows["BLEU"]
+    assert base["score"] == other["score"] == 0.0
+    assert other["p_bootstrap"] == other["p_randomisation"] == 1.0
+
+
+def test_translations_files_the_command_cannot_read_are_one_line(tmp_path):
+    good = write_outputs(tmp_path / "good", ["a", "b"], ["x y", "z"], ["x y", "z"])
+    for name, content, fragment in [
+            ("empty", b"", "no translations in the file (empty, or a header line alone)"),
+            ("header", b"id\treference\ttranslation\n", "no translations in the file"),
+            ("latin1", "id\treference\ttranslation\na\tcaf\xe9\tx\n".encode("latin-1"),
+             "not UTF-8 text (invalid continuation byte at byte 30)")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "translations.txt").write_bytes(content)
+        for pair in ([tmp_path / name, tmp_path / name], [good, tmp_path / name]):
+            assert_user_error(run_script("-m", "evaluation.significance", *pair), fragment,
+                              str(tmp_path / name / "translations.txt"))
+
+
+def test_a_reference_holding_line_separators_reads_back_whole(tmp_path):
+    refs = ["a line\u2028separator inside", "next\x85line", "form\x0cfeed and\x1cfile sep"]
+    base = write_outputs(tmp_path / "base", ["a", "b", "c"], refs, refs)
+    other = write_outputs(tmp_path / "other", ["a", "b", "c"], refs, ["x", "y", "z"])
+    result = run_script("-m", "evaluation.significance", base, other, "--n_samples", 20,
+                        check=True)
+    assert "p = " in result.stdout

@@ -2,6 +2,9 @@
 writes files, metrics are gathered from all)."""
 import os
 import signal
+import sys
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -133,7 +136,31 @@ def init_distributed(device_name):
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    stop_when_the_launcher_ends()
     return Dist(torch_dist.get_rank(), world_size, local_rank), device
+
+
+LAUNCHER_GONE_GRACE_S = 120  # for the stop's save, then the process is ended
+
+
+def stop_when_the_launcher_ends():
+    """torchrun starts each process in a session of its own, so a signal to the job's process
+    group reaches only the launcher; killed outright (kill -9 of the group), the launcher
+    leaves its processes running. A process whose launcher is gone (it was re-parented) stops
+    as on SIGTERM: the processes agree to stop, save and exit 143; one that has not exited
+    LAUNCHER_GONE_GRACE_S later (a peer gone too) is ended."""
+    launcher = os.getppid()
+
+    def watch():
+        while os.getppid() == launcher:
+            time.sleep(1)
+        print(f"note: torchrun (pid {launcher}), which started this process, has ended: "
+              "stopping", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(LAUNCHER_GONE_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="launcher watch", daemon=True).start()
 
 
 def all_reduce_sum(values, dist, device):
