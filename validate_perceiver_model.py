@@ -18,6 +18,7 @@ import torch
 from common.cli import HelpFormatter, check_flag_ranges
 from common.errors import UserError, cli_main
 from common.files import check_output_dir_usable
+from common.precision import PRECISIONS
 from evaluation.attention import check_attention_plot, write_attention_plots
 from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import GenerationSettings, add_generation_args
@@ -39,7 +40,7 @@ def build_parser():
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--num_threads", type=int, default=0,
                    help="CPU threads for PyTorch (0 = one per core)")
-    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")

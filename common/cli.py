@@ -72,8 +72,19 @@ FLAG_RANGES = {
 def check_flag_ranges(args):
     """One line naming the first flag whose value is out of its range (flags left unset are
     None and skipped)."""
-    for name, allowed in FLAG_RANGES.items():
+    for name in FLAG_RANGES:
         value = getattr(args, name, None)
-        if value is not None and not allowed.allows(value):
-            raise UserError(f"--{name} must be {allowed.describe()} (got {value})",
-                            "command line")
+        problem = None if value is None else out_of_range(name, value)
+        if problem:
+            raise UserError(f"--{problem}", "command line")
+
+
+def out_of_range(name, value):
+    """-> "NAME must be ... (got VALUE)" where value is not a number in NAME's range (a flag's,
+    or the same setting read from a file or given in Python), else None."""
+    allowed = FLAG_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name} must be a number {allowed.describe()} (got {value!r})"
+    if not allowed.allows(value):
+        return f"{name} must be {allowed.describe()} (got {value})"
+    return None

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from .errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # --precision's choices
 
 
 def resolve_precision(name, device):

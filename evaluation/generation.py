@@ -4,9 +4,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.distributed as torch_dist
 
+from common.cli import out_of_range
 from common.precision import autocast
 from common.progress import progress
 from data.dataset import model_inputs, naming_the_batch_if_out_of_memory
+
+
+INTEGER_SETTINGS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size")
 
 
 @dataclass
@@ -16,6 +20,16 @@ class GenerationSettings:
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
+
+    def __post_init__(self):
+        """A setting given in Python (translate(num_beams=0)) or read from a file is checked
+        as its flag is: a ValueError naming it."""
+        for name, value in asdict(self).items():
+            problem = out_of_range(name, value)
+            if problem:
+                raise ValueError(problem)
+            if name in INTEGER_SETTINGS and not float(value).is_integer():
+                raise ValueError(f"{name} must be a whole number (got {value})")
 
     def generate_kwargs(self):
         kwargs = asdict(self)

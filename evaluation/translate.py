@@ -17,13 +17,14 @@ feature statistics (--normalize_features) are applied inside the model, as in tr
 Settings default to the validation script's: those the checkpoint's training validated
 with, but beam search (4 beams) where training validated greedily.
 """
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
 from common.device import resolve_device
-from common.precision import autocast, resolve_precision
+from common.errors import UserError
+from common.precision import PRECISIONS, autocast, resolve_precision
 from data.features import subsample
 from models.checkpoint import load_model
 
@@ -48,7 +49,17 @@ class Translator:
     def translate(self, features, batch_size=32, **generation):
         """features: a list of arrays, one per sample -> their translations, in order.
         generation: GenerationSettings fields for this call (num_beams=8, ...)."""
-        settings = replace(self.settings, **generation)
+        unknown = sorted(set(generation) - set(asdict(self.settings)))
+        if unknown:
+            raise TypeError(f"unknown generation setting {unknown[0]!r} (the settings: "
+                            f"{', '.join(asdict(self.settings))})")
+        settings = replace(self.settings, **generation)  # a ValueError names a bad value
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number of at least 1 (got "
+                             f"{batch_size!r})")
+        if isinstance(features, (str, bytes, np.ndarray, torch.Tensor)):
+            raise TypeError("features must be a list of arrays, one per sample (got a "
+                            f"{type(features).__name__}; for one sample, pass [array])")
         samples = [self._sample(n, x) for n, x in enumerate(features)]
         order = sorted(range(len(samples)), key=lambda n: -samples[n].shape[0])  # less padding
         texts = {}
@@ -66,12 +77,25 @@ class Translator:
         return [texts[n] for n in range(len(samples))]
 
     def _sample(self, n, x):
-        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
+        if not torch.is_tensor(x):
+            if not isinstance(x, (np.ndarray, list, tuple)):
+                raise TypeError(f"sample {n} is a {type(x).__name__}, not an array of features"
+                                + (" (load the file first, e.g. np.load(path))"
+                                   if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
+                                   else ""))
+            x = np.asarray(x)
+            if x.dtype.kind not in "fiub":  # objects, strings
+                raise TypeError(f"sample {n}: an array of {x.dtype}, not numbers")
+            x = torch.from_numpy(x)
+        x = x.float()
         if x.ndim == 1:
             x = x[None]
         if x.ndim != 2 or x.shape[1] != self.input_dim or x.shape[0] == 0:
             raise ValueError(f"sample {n}: features of shape {tuple(x.shape)}; the model reads "
                              f"(frames, {self.input_dim}) with at least one frame")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"sample {n}: its features hold NaN or Inf (the model would "
+                             "translate garbage)")
         return subsample(x, self.max_frames)
 
 
@@ -79,8 +103,26 @@ def load_translator(checkpoint, device="auto", precision="fp32", **generation):
     """A checkpoint (best_model.pt, last_model.pt) or an exported folder -> Translator on
     `device` ("auto": CUDA when available). generation: GenerationSettings fields that
     replace the checkpoint's (None = keep)."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device, precision = _device_and_precision(device, precision)
+    unknown = sorted(set(generation) - set(asdict(GenerationSettings())))
+    if unknown:
+        raise TypeError(f"unknown generation setting {unknown[0]!r} (the settings: "
+                        f"{', '.join(asdict(GenerationSettings()))})")
     model, tokenizer, ckpt = load_model(checkpoint, device)
     settings = GenerationSettings.for_scoring(ckpt.get("train_args", {}), generation)
-    return Translator(model, tokenizer, ckpt, device, resolve_precision(precision, device),
-                      settings, model.config.max_frames)
+    return Translator(model, tokenizer, ckpt, device, precision, settings,
+                      model.config.max_frames)
+
+
+def _device_and_precision(device, precision):
+    """The Python API's arguments, checked as their flags are: a ValueError naming them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    try:
+        device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        return device, resolve_precision(precision, device)
+    except UserError as error:  # worded for the flags: say it for the arguments
+        raise ValueError(f"device={str(device)!r}, precision={precision!r}: "
+                         f"{str(error).split(', --')[0]}") from None
+    except (TypeError, RuntimeError) as error:
+        raise ValueError(f"device={device!r}: {error}") from None

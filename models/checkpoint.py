@@ -14,9 +14,11 @@ import shutil
 from pathlib import Path
 
 import safetensors.torch
+import torch
 from transformers import GenerationConfig
 
 from common.checkpoint_io import load_checkpoint, load_state_dict_strict, save_checkpoint
+from common.cli import out_of_range
 from common.errors import UserError
 from common.files import FILE_PERMISSIONS, write_json
 
@@ -52,9 +54,44 @@ def load_model(path, device="cpu"):
     if missing:
         raise UserError(f"incomplete sonar-t5 checkpoint (no {', '.join(missing)})", str(path),
                         "use best_model.pt or last_model.pt as a training run wrote it")
-    model = SonarT5(SonarT5Config.from_dict(ckpt["model_config"]))
+    model = build_bounded(ckpt["model_config"], path)
     load_state_dict_strict(model, ckpt["state_dict"], path)
     return model.to(device).eval(), Tokenizer.from_tensor(ckpt["tokenizer"], path), ckpt
+
+
+MAX_LAYERS = 1000  # per stack: T5-XXL has 24; a config beyond this is not a model
+
+
+def build_bounded(model_config, where):
+    """The SonarT5 a file's model config describes, its size checked before anything is
+    allocated: the config may come from anyone (an exported folder), and one that declares a
+    model larger than this machine's memory (d_model 10^6, a bridge 10^5 times wider) is
+    refused in one line instead of exhausting it. The model is built once without storage
+    (PyTorch's meta device) to count its parameters exactly."""
+    config = SonarT5Config.from_dict(model_config)
+    layers = [v for k, v in _numbers(model_config) if "layers" in k]
+    if any(n > MAX_LAYERS for n in layers):
+        raise UserError(f"the model config declares {max(layers):,} layers in one stack "
+                        f"(at most {MAX_LAYERS:,} are plausible)", str(where),
+                        "the file is damaged or not a sonar-t5 model; export or train it again")
+    with torch.device("meta"):
+        shape = SonarT5(config)
+    needed = sum(t.numel() * t.element_size() for t in (*shape.parameters(), *shape.buffers()))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise UserError(f"the model config declares a model of {needed / 2**30:,.1f} GiB, more "
+                        f"than this machine's memory ({memory / 2**30:,.1f} GiB)", str(where),
+                        "the file is damaged or not a sonar-t5 model; export or train it again")
+    return SonarT5(config)
+
+
+def _numbers(config, prefix=""):
+    """(dotted key, value) of every integer in a nested config."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield prefix + key, value
 
 
 GENERATION_KEYS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty",
@@ -102,6 +139,10 @@ def load_exported(path, device="cpu"):
     path = Path(path)
     missing = [n for n in ("model.safetensors", "config.json", "spiece.model")
                if not (path / n).is_file()]
+    odd = [n for n in missing if (path / n).exists()]
+    if odd:
+        raise UserError(f"{odd[0]} is not a regular file (a device, a folder or a link to one)",
+                        str(path / odd[0]), "export the checkpoint again")
     if missing:
         raise UserError(f"not an exported sonar-t5 folder (no {', '.join(missing)})", str(path),
                         "pass a folder written by python -m evaluation.export, or a .pt "
@@ -111,7 +152,7 @@ def load_exported(path, device="cpu"):
         raise UserError("config.json has no model_config", str(path / "config.json"),
                         "export the checkpoint again")
     try:  # safetensors reads a bounded header first: a hostile length is refused at once
-        model = SonarT5(SonarT5Config.from_dict(config["model_config"]))
+        model = build_bounded(config["model_config"], path / "config.json")
         safetensors.torch.load_model(model, str(path / "model.safetensors"), strict=True)
     except (ValueError, KeyError, TypeError, RuntimeError, OSError,
             safetensors.SafetensorError) as error:
@@ -122,6 +163,11 @@ def load_exported(path, device="cpu"):
     generation_file = path / "generation_config.json"
     if generation_file.is_file():
         generation = _folder_json(generation_file)
+        for key in GENERATION_KEYS:
+            problem = key in generation and out_of_range(key, generation[key])
+            if problem:
+                raise UserError(f"generation_config.json: {problem}", str(generation_file),
+                                "export the checkpoint again, or correct the value")
         config["train_args"] = {**config.get("train_args", {}),
                                 **{k: generation[k] for k in GENERATION_KEYS if k in generation}}
     return model.to(device).eval(), tokenizer, config

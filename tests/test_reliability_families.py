@@ -341,6 +341,48 @@ def test_exported_folders_from_elsewhere_are_untrusted(tiny_run, tiny_data, tmp_
                         tiny_data / "manifests" / "val.tsv", "--output", tmp_path / "v")
     assert_user_error(result, "config.json holds a JSON list", "export the checkpoint again")
 
+    def config(change):
+        def damage(folder):
+            value = json.loads((folder / "config.json").read_text())
+            change(value["model_config"])
+            (folder / "config.json").write_text(json.dumps(value))
+        return damage
+
+    def linked(name, target):
+        def damage(folder):
+            (folder / name).unlink()
+            (folder / name).symlink_to(target)
+        return damage
+
+    for name, damage, fragment in [
+            ("spiece", lambda f: (f / "spiece.model").write_bytes(os.urandom(2000)),
+             "the SentencePiece tokenizer is corrupt"),
+            ("weights_device", linked("model.safetensors", "/dev/zero"),
+             "model.safetensors is not a regular file"),
+            ("config_device", linked("config.json", "/dev/zero"),
+             "config.json is not a regular file"),
+            ("config_system", linked("config.json", "/etc/passwd"),
+             "config.json is not readable JSON"),
+            ("weights_system", linked("model.safetensors", "/etc/passwd"),
+             "cannot load the exported model (SafetensorError"),
+            ("wide_t5", config(lambda m: m["t5"].update(d_model=10**6, vocab_size=10**6)),
+             "the model config declares a model of 3,7"),
+            ("wide_bridge", config(lambda m: m.update(hidden_dim=m["hidden_dim"] * 100_000)),
+             "GiB, more than this machine's memory"),
+            ("deep", config(lambda m: m["t5"].update(num_layers=10**7, num_decoder_layers=10**7)),
+             "declares 10,000,000 layers in one stack")]:
+        assert fragment in damaged(name, damage), name
+
+    def beams(folder):
+        settings = json.loads((folder / "generation_config.json").read_text())
+        (folder / "generation_config.json").write_text(json.dumps({**settings, "num_beams": -3}))
+    assert "generation_config.json: num_beams must be at least 1 (got -3)" in damaged("beams",
+                                                                                      beams)
+    result = run_script("validate_perceiver_model.py", "--checkpoint", tmp_path / "beams",
+                        "--features", tiny_data / "features" / "val", "--manifest",
+                        tiny_data / "manifests" / "val.tsv", "--output", tmp_path / "v2")
+    assert_user_error(result, "num_beams must be at least 1 (got -3)")
+
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + \

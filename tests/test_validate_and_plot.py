@@ -357,3 +357,43 @@ def test_significance_of_runs_by_split_and_as_seed_groups(seed_runs, projection_
     apart = run_script("-m", "evaluation.significance", *seed_runs[:2], "--seeds_apart",
                        "--n_samples", "20", check=True)
     assert "(n=" not in apart.stdout and apart.stdout.count("p = ") == 2
+
+
+def test_the_python_api_refuses_bad_arguments_by_name(tiny_run, monkeypatch):
+    import torch
+    from evaluation.translate import load_translator
+    checkpoint = tiny_run[0] / "best_model.pt"
+    translator = load_translator(checkpoint, "cpu")
+    d, good = translator.input_dim, [np.zeros((3, translator.input_dim), np.float32)]
+    for call, error, fragment in [
+            (lambda: translator.translate([np.zeros((0, d))]), ValueError, "shape (0, 16)"),
+            (lambda: translator.translate([np.zeros((3, d + 1))]), ValueError, "(frames, 16)"),
+            (lambda: translator.translate([np.zeros((2, 3, d))]), ValueError, "(2, 3, 16)"),
+            (lambda: translator.translate([np.array([{"a": 1}], dtype=object)]), TypeError,
+             "sample 0: an array of object, not numbers"),
+            (lambda: translator.translate(["clip.npy"]), TypeError,
+             "sample 0 is a str, not an array of features (load the file first"),
+            (lambda: translator.translate("clip.npy"), TypeError,
+             "features must be a list of arrays"),
+            (lambda: translator.translate([np.full((3, d), np.nan)]), ValueError,
+             "sample 0: its features hold NaN or Inf"),
+            (lambda: translator.translate([np.full((3, d), np.inf)]), ValueError, "NaN or Inf"),
+            (lambda: translator.translate(good, batch_size=0), ValueError,
+             "batch_size must be a whole number of at least 1 (got 0)"),
+            (lambda: translator.translate(good, num_beams=0), ValueError,
+             "num_beams must be at least 1 (got 0)"),
+            (lambda: translator.translate(good, beams=3), TypeError,
+             "unknown generation setting 'beams'"),
+            (lambda: load_translator(checkpoint, "cpu", beams=3), TypeError,
+             "unknown generation setting 'beams'"),
+            (lambda: load_translator(checkpoint, "cpu", "fp16"), ValueError,
+             "precision='fp16': --precision fp16 needs a CUDA GPU"),
+            (lambda: load_translator(checkpoint, "cpu", "fp8"), ValueError,
+             "precision='fp8': use one of auto, fp32, bf16, fp16")]:
+        with pytest.raises(error) as caught:
+            call()
+        assert fragment in str(caught.value), (fragment, str(caught.value))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device='cuda'.*no CUDA GPU is available"):
+        load_translator(checkpoint, "cuda")
+    assert len(translator.translate(good, num_beams=2)) == 1

@@ -6,6 +6,7 @@ from pathlib import Path
 from common.cli import HelpFormatter, check_flag_ranges
 from common.config_file import read_config_file
 from common.errors import UserError
+from common.precision import PRECISIONS
 from data.synthetic import demo_paths
 from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from evaluation.generation import add_generation_args
@@ -206,7 +207,7 @@ def build_parser():
     run.add_argument("--num_threads", type=int, default=0,
                      help="CPU threads for PyTorch (0 = one per core); on a shared machine, "
                           "OpenMP threads wait passively when other jobs run at start")
-    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    run.add_argument("--precision", default="auto", choices=PRECISIONS,
                      help="auto: bf16 on GPUs that have it, fp16 (guarded) on others, fp32 on CPU")
     run.add_argument("--sharding", default="ddp", choices=("ddp", "fsdp"),
                      help="under torchrun: ddp (every process holds the whole model and its "
