@@ -6,7 +6,6 @@ value of the wrong type or outside the flag's choices, is a one-line error namin
 the file and the line.
 """
 import argparse
-import os
 import reprlib
 
 import yaml
@@ -54,17 +53,17 @@ def read_config_file(path, parser):
 def read_text(path):
     """The file's text: UTF-8, and a size a config file can have (bounded work)."""
     try:
-        size = os.path.getsize(path)
-        if size > MAX_CONFIG_BYTES:
-            raise UserError(f"the config file has {size:,} bytes, more than a config file's "
-                            f"{MAX_CONFIG_BYTES:,}", str(path), "check --config")
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        with open(path, "rb") as f:  # bounded by what is read: /dev/zero has no size to check
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise UserError(f"the config file has more than a config file's "
+                            f"{MAX_CONFIG_BYTES:,} bytes", str(path), "check --config")
+        return data.decode("utf-8")
     except OSError as error:
         raise UserError(f"cannot read the config file ({error.strerror or error})", str(path),
                         "check --config") from None
     except UnicodeDecodeError as error:
-        line = open(path, "rb").read()[:error.start].count(b"\n") + 1
+        line = data[:error.start].count(b"\n") + 1
         raise UserError(f"the config file is not UTF-8 text (byte {error.object[error.start]:#x})",
                         f"{path}:{line}", "save it as UTF-8") from None
 

@@ -68,6 +68,17 @@ class FeatureDataset(Dataset):
         return {"index": index, "id": row.id, "text": row.text,
                 "inputs": subsample(x, self.max_frames), "encoded": False}
 
+    def check_widths(self):
+        """Every file's feature dimension is the data set's (the .npy header alone where it
+        can): for a split read only later (the test split, scored when training ends), so
+        that an odd file is named before the work, not after it."""
+        for path in progress(self.paths, desc=f"checking {self.manifest}", leave=False):
+            dim = feature_shape(path)[1]
+            if dim != self.feature_dim:
+                raise UserError(f"feature dimension {dim}, expected {self.feature_dim} like the "
+                                "training features", str(path),
+                                "re-extract this sample's features or remove its row")
+
     @property
     def texts(self):
         return [r.text for r in self.rows]

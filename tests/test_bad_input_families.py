@@ -154,7 +154,10 @@ def test_bad_training_flags_stop_before_any_work(tiny_data, tmp_path, flags, fra
 
 @pytest.mark.parametrize("flags, fragment", [
     (["--test_features", "TRAIN", "--test_manifest", "MISSING"], "MISSING"),
-    (["--test_features", "OTHER_DIM", "--test_manifest", "TEST"], "test features are 8-d, the training features 16-d"),
+    (["--test_features", "OTHER_DIM", "--test_manifest", "TEST"],
+     "feature dimension 8, expected 16 like the training features"),
+    (["--test_features", "ONE_ODD", "--test_manifest", "TEST"],  # its last file alone
+     "feature dimension 8, expected 16 like the training features, LAST"),
     (["--bridge", "projection", "--num_heads", "7"], "--num_heads 7 does not divide the T5 width 128"),
     (["--vocab_size", "16"], "--vocab_size 16 is smaller than the training texts' characters"),
     (["--vocab_size", "5000"], "--vocab_size 5000 is more than the training texts support: "
@@ -162,15 +165,20 @@ def test_bad_training_flags_stop_before_any_work(tiny_data, tmp_path, flags, fra
 ])
 def test_flags_that_depend_on_the_model_or_data_fail_before_training(tiny_data, tmp_path,
                                                                     flags, fragment):
+    files = sorted((tiny_data / "features" / "test").glob("*.npy"))
     if "OTHER_DIM" in flags:  # a test split of other features: 8-d copies of its files
         other = tmp_path / "other"
         other.mkdir()
-        for path in (tiny_data / "features" / "test").glob("*.npy"):
+        for path in files:
             np.save(other / path.name, np.load(path)[:, :8])
+    if "ONE_ODD" in flags:
+        odd = shutil.copytree(tiny_data / "features" / "test", tmp_path / "odd")
+        np.save(odd / files[-1].name, np.load(files[-1])[:, :8])
     places = {"TRAIN": tiny_data / "features" / "train", "MISSING": tmp_path / "missing.tsv",
-              "OTHER_DIM": tmp_path / "other", "TEST": tiny_data / "manifests" / "test.tsv"}
+              "OTHER_DIM": tmp_path / "other", "TEST": tiny_data / "manifests" / "test.tsv",
+              "ONE_ODD": tmp_path / "odd", "LAST": tmp_path / "odd" / files[-1].name}
     flags = [str(places.get(f, f)) for f in flags]
-    fragment = str(places.get(fragment, fragment))
+    fragment = str(places.get(fragment, fragment)).replace("LAST", str(places["LAST"]))
     result = run_script("train_sonar_with_t5.py", *train_argv(tiny_data, tmp_path / "o", *flags))
     assert_user_error(result, fragment)
     assert not (tmp_path / "o").exists()

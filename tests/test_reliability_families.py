@@ -400,6 +400,10 @@ def test_config_files_that_are_not_utf8_or_are_alias_bombs(tmp_path):
     with pytest.raises(UserError, match=r"YAML alias \*a .*bomb.yaml:2"):
         read_config_file(bomb, build_parser())
     assert time.time() - start < 5  # refused on sight: 9**9 items never built
+    for endless in ("/dev/zero", "/dev/urandom"):  # no size to check: the read is bounded
+        with pytest.raises(UserError, match=f"more than a config file's 1,000,000 bytes, "
+                                            f"{endless}"):
+            read_config_file(endless, build_parser())
 
 
 # -- 6. fail before the work ----------------------------------------------------------------
@@ -458,6 +462,17 @@ def test_read_only_places_are_found_before_the_work(tiny_data, tmp_path):
         assert_user_error(result, "cannot resume: the run's files are read-only",
                           str(out / "tensorboard"))
         assert "resuming on" not in result.stdout
+    with read_only(out / "results"):  # where the end of training writes its scores
+        result = train(tiny_data, out, "--epochs", 1, "--resume", check=False)
+        assert_user_error(result, "cannot resume: the run's files are read-only",
+                          str(out / "results"))
+    shutil.move(out / "results", tmp_path / "results_aside")
+    (out / "results").write_text("a file where the scores go")
+    result = train(tiny_data, out, "--epochs", 1, "--resume", check=False)
+    assert_user_error(result, "cannot resume: results is a file", str(out / "results"),
+                      "--skip_final_scoring")
+    (out / "results").unlink()
+    shutil.move(tmp_path / "results_aside", out / "results")
     before = tree(out)
     with read_only(out):
         plot = ["plot_training_curves.py", "--checkpoint_dir", out]
@@ -471,8 +486,7 @@ def test_a_foreign_history_is_one_line(tmp_path):
         [{"epoch": 1, "train_loss": 2.0, "val_bleu": 3.0}]))  # no val_loss
     for flags in (["--checkpoint_dir", tmp_path], ["--table", tmp_path]):
         result = run_script("plot_training_curves.py", *flags, "--output", tmp_path / "x.png")
-        assert_user_error(result, "not a history this toolkit wrote (an epoch record has no "
-                                  "val_loss)")
+        assert_user_error(result, "training_history.json entry 1 has no field 'val_loss'")
 
 
 # -- 7. small ones --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.files import write_json
+from evaluation.validate import RESULTS_DIR
 
 from .args import DEMO_DATA_DIR
 from .tracking import LOG_NAME, RUN_LOGS, TENSORBOARD_DIR
@@ -140,6 +141,14 @@ class OutputDir:
         if "tensorboard" in self.args.report_to:
             board = self.path / TENSORBOARD_DIR
             logs += [board, *(p for p in board.rglob("*"))] if board.is_dir() else []
+        results = self.path / RESULTS_DIR  # where the end of training writes its scores
+        if not self.args.skip_final_scoring:
+            if results.exists() and not results.is_dir():
+                raise UserError(f"cannot resume: {RESULTS_DIR} is a file, where the end of "
+                                "training writes its scores", str(results),
+                                "move the file away, or pass --skip_final_scoring")
+            if results.is_dir():
+                logs += [results, *(p for p in results.rglob("*"))]
         for path in [self.path, *logs]:
             if path.exists() and not os.access(path, os.W_OK):
                 raise UserError("cannot resume: the run's files are read-only", str(path),

@@ -9,7 +9,6 @@ from torch.nn.parallel import DistributedDataParallel
 from common.errors import UserError
 from common.progress import progress
 from data.dataset import Collator, FeatureDataset, make_loader
-from data.features import feature_shape
 from data.loader import SignalSafeDataLoader
 from data.synthetic import make_demo_data
 from models.build import build_encoder, build_model, load_t5_and_tokenizer
@@ -37,13 +36,8 @@ def open_datasets(args, expected_dim=None):
     val = FeatureDataset(args.val_manifest, args.val_features, expected_dim=train.feature_dim,
                          **kwargs)
     if args.test_manifest:  # scored only when training ends: its mistakes are found now
-        test = FeatureDataset(args.test_manifest, args.test_features,
-                              expected_dim=train.feature_dim, **kwargs)
-        dim = feature_shape(test.paths[0])[1]
-        if dim != train.feature_dim:
-            raise UserError(f"test features are {dim}-d, the training features "
-                            f"{train.feature_dim}-d", str(test.paths[0]),
-                            "pass the test split of the same features")
+        FeatureDataset(args.test_manifest, args.test_features, expected_dim=train.feature_dim,
+                       **kwargs).check_widths()
     return train, val
 
 
