@@ -4,16 +4,33 @@
 #   apt-get install slurm-wlm munge && bash launch/local_slurm_cluster.sh
 # It writes /etc/slurm/slurm.conf (one node: this host, its CPUs and memory, one partition)
 # and starts munged, slurmctld and slurmd; `bash launch/local_slurm_cluster.sh stop` stops them.
+# A machine with a Slurm of its own is left alone: a slurm.conf this script did not write is
+# never replaced, and stop ends only the daemons this script started (their pids are kept in
+# $started), never others of the same name.
 set -euo pipefail
+started=/run/sonar_t5_local_slurm
+marker="# written by sonar-t5's launch/local_slurm_cluster.sh"
 if [ "${1:-}" = stop ]; then
-    pkill -x slurmd || true; pkill -x slurmctld || true; pkill -x munged || true
+    for file in "$started"/*.pid; do
+        [ -e "$file" ] || continue
+        name=$(basename "$file" .pid); pid=$(cat "$file")
+        # the pid still names the daemon this script started (not a process that reused it)
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then kill "$pid"; fi
+        rm -f "$file"
+    done
     exit 0
+fi
+if [ -e /etc/slurm/slurm.conf ] && ! grep -qxF "$marker" /etc/slurm/slurm.conf; then
+    echo "/etc/slurm/slurm.conf was not written by this script: this machine has a Slurm of" \
+         "its own, left as it is (use it, or move that file away first)" >&2
+    exit 2
 fi
 host=$(hostname)
 cpus=$(nproc)
 memory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 mkdir -p /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
 cat > /etc/slurm/slurm.conf <<CONF
+$marker
 ClusterName=local
 SlurmctldHost=$host
 SlurmUser=root
@@ -38,9 +55,16 @@ NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 chown munge:munge /run/munge
-pgrep -x munged > /dev/null || su -s /bin/sh munge -c "/usr/sbin/munged"
-pgrep -x slurmctld > /dev/null || slurmctld
-pgrep -x slurmd > /dev/null || slurmd
+mkdir -p "$started"
+start() {  # NAME COMMAND...: unless one runs, start it (it becomes a daemon) and keep its pid
+    local name=$1; shift
+    pgrep -x "$name" > /dev/null && return 0
+    "$@"
+    pgrep -n -x "$name" > "$started/$name.pid"
+}
+start munged su -s /bin/sh munge -c /usr/sbin/munged
+start slurmctld slurmctld
+start slurmd slurmd
 for _ in $(seq 30); do
     if sinfo -h -o %T 2>/dev/null | grep -q idle; then sinfo; exit 0; fi
     sleep 1

@@ -1,6 +1,7 @@
 """train_sonar_with_t5.py: outputs, resume after SIGKILL, frozen encoder + cache, learning
 rates, two processes, and bad flag combinations."""
 import json
+import math
 import signal
 import socket
 import subprocess
@@ -148,7 +149,8 @@ def test_two_processes_with_torchrun(tiny_data, sonar_checkpoint, tmp_path, froz
         "num_samples"] == 24
     history = json.loads((out / "training_history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
-    assert len(set(r["val_bleu"] for r in history)) >= 1 and history[-1]["val_loss"] > 0
+    assert all(0 <= r["val_bleu"] <= 100 and math.isfinite(r["val_loss"]) for r in history)
+    assert history[1]["train_loss"] < history[0]["train_loss"]  # the two processes learned
 
 
 def free_port():
