@@ -8,7 +8,7 @@
 # never replaced, and stop ends only the daemons this script started (their pids are kept in
 # $started), never others of the same name.
 set -euo pipefail
-started=/run/sonar_t5_local_slurm
+started=${LOCAL_SLURM_STATE:-/run/sonar_t5_local_slurm}  # the pids of what it started
 marker="# written by sonar-t5's launch/local_slurm_cluster.sh"
 if [ "${1:-}" = stop ]; then
     for file in "$started"/*.pid; do

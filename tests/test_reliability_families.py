@@ -624,3 +624,22 @@ def test_trackio_locally_for_real(tiny_data, tmp_path):
                                       "trackio"), env=env).returncode == 0
     assert sorted(trackio_query(env, "get_runs('test')")) == sorted(
         [name, (other / "trackio_run_name").read_text().strip()])
+
+
+def test_stopping_the_local_slurm_cluster_ends_only_what_it_started(tmp_path):
+    """Two processes named slurmd: one the script started (its pid kept), one of the machine's
+    own Slurm. stop ends the first alone."""
+    named = tmp_path / "slurmd"
+    shutil.copy("/bin/sleep", named)
+    ours, theirs = (subprocess.Popen([str(named), "60"]) for _ in range(2))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "slurmd.pid").write_text(f"{ours.pid}\n")
+    try:
+        subprocess.run(["bash", str(ROOT / "launch" / "local_slurm_cluster.sh"), "stop"],
+                       env={**ENV, "LOCAL_SLURM_STATE": str(state)}, check=True, timeout=30)
+        assert ours.wait(timeout=10) == -signal.SIGTERM
+        assert theirs.poll() is None and not list(state.iterdir())
+    finally:
+        theirs.kill()
+        ours.kill()
