@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 
 from models.checkpoint import load_checkpoint
 
-from .conftest import data_args, run_script, train_argv
+from .conftest import ENV, ROOT, run_script, train_argv
 from .processes import ProcessTree, start_python
 
 
@@ -199,3 +200,18 @@ def test_torchruns_processes_stop_when_the_launcher_is_killed(tiny_data, tmp_pat
         assert len(tree.seen) >= 2  # the two training processes (and no more: no workers)
     assert tree.left_running(grace=60) == []
     assert load_checkpoint(out / "last_model.pt")["state"]["batches_done"] > 0  # saved mid-epoch
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_imports_is_one_word(tmp_path):
+    """A new interpreter (the imports are what is interrupted), with Ctrl-C not ignored (a
+    test worker's children inherit it ignored)."""
+    proc = subprocess.Popen([sys.executable, "train_sonar_with_t5.py", "--demo",
+                             "--output_dir", tmp_path / "run"], cwd=ROOT, env=ENV,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(1.0)  # importing torch and transformers takes seconds
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and stderr == "interrupted\n", stderr[-2000:]
+    assert not (tmp_path / "run").exists()

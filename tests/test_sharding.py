@@ -137,3 +137,36 @@ def test_optimizer_state_by_position_loads_by_name(tiny_model):
         torch.testing.assert_close(fresh.state[p]["exp_avg"], optimizer.state[p]["exp_avg"])
     assert fresh.state[params[5]]["step"] == 1
     assert [g["lr"] for g in fresh.param_groups] == [1e-3, 1e-3]
+
+
+def test_validation_leaves_the_units_as_training_set_them(tiny_model, tmp_path):
+    """After whole_weights (each epoch's validation), a forward keeps the root's parameters
+    gathered for the backward, as FSDP2 does for the root before it: setting every unit to
+    reshard after its forward had the root gathered again in every later backward (epoch 2
+    on), where the processes of a run that hung were found in different collectives."""
+    import torch.distributed as torch_dist
+    from torch.distributed.tensor import DTensor
+
+    from training.sharding import shard, whole_weights
+
+    torch_dist.init_process_group("gloo", store=torch_dist.FileStore(str(tmp_path / "store"), 1),
+                                  rank=0, world_size=1)
+    try:
+        model = shard(copy.deepcopy(tiny_model[0]).train(), "fp32")
+        inputs, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+        labels = torch.tensor([[5, 6, 1], [7, 1, -100]])
+
+        def root_after_forward():
+            loss = model(inputs=inputs, input_mask=mask, labels=labels)
+            kept = not isinstance(next(model.bridge.parameters()), DTensor)
+            loss.backward()
+            return kept
+
+        assert root_after_forward()
+        with whole_weights(model):
+            model.prefix(inputs, mask)
+        assert root_after_forward()
+        block = model.t5.decoder.block[0].layer[0].SelfAttention.q.weight
+        assert isinstance(block, DTensor)  # a block still reshards after its forward
+    finally:
+        torch_dist.destroy_process_group()

@@ -69,13 +69,17 @@ def whole_weights(model):
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
     for unit in units:
         unit.unshard()
-        unit.set_reshard_after_forward(False)
+        unit.set_reshard_after_forward(False, recurse=False)
     try:
         yield model
     finally:
         for unit in units:
             unit.reshard()
-            unit.set_reshard_after_forward(True)
+            # training's settings again: a block reshards after its forward; the root keeps
+            # its parameters, which the backward that follows at once needs (FSDP2's own
+            # choice for the root; setting True there too made every epoch after the first
+            # gather the root again in the backward)
+            unit.set_reshard_after_forward(unit is not model, recurse=False)
 
 
 @contextmanager
