@@ -10,7 +10,9 @@ EXIT_USER_ERROR = 2
 
 
 class UserError(Exception):
-    """An error the user caused and can fix. Its message is the whole story."""
+    """An error the user caused and can fix. Its message is the whole story. A subclass must
+    be constructible from one message too: PyTorch re-raises an error met in a DataLoader
+    worker as type(error)(its traceback's text), and a RuntimeError where that fails."""
 
     exit_code = EXIT_USER_ERROR
 
@@ -29,7 +31,7 @@ def one_line(error):
     """
     lines = [line for line in str(error).splitlines() if line.strip()]
     last = lines[-1] if lines else type(error).__name__
-    prefix = f"{UserError.__module__}.{UserError.__name__}: "
+    prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
     return last.split(prefix, 1)[-1]
 
 

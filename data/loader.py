@@ -19,12 +19,18 @@ an exception in the training step) the run printed its error and waited forever.
   done (told to leave, taken off its watch for dead workers, joined), before multiprocessing's
   own clean-up runs;
 - a worker's terminate() is SIGKILL: it holds nothing that needs cleaning up (its batches are
-  for the main process).
+  for the main process);
+- a main process killed outright (kill -9, the out-of-memory killer) takes its workers with
+  it at once (Linux's parent-death signal): PyTorch's own watchdog notices only within 5 s,
+  and meanwhile the workers hold what they inherited, the run directory's lock among them,
+  so that a --resume started at once was refused as "in use by another run".
 """
 import atexit
+import ctypes
 import functools
 import multiprocessing.context
 import multiprocessing.popen_fork
+import os
 import signal
 import sys
 import weakref
@@ -32,6 +38,7 @@ import weakref
 import torch
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _running = weakref.WeakSet()  # the iterators whose workers may still be up
 
 
@@ -39,8 +46,8 @@ class SignalSafeDataLoader(torch.utils.data.DataLoader):
     def __init__(self, *args, worker_init_fn=None, **kwargs):
         if kwargs.get("num_workers"):
             kwargs["multiprocessing_context"] = WorkerContext()
-        super().__init__(*args, worker_init_fn=functools.partial(_leave_stops_to_main,
-                                                                 worker_init_fn), **kwargs)
+        super().__init__(*args, worker_init_fn=functools.partial(
+            _leave_stops_to_main, worker_init_fn, os.getpid()), **kwargs)
 
     def __iter__(self):
         if self.num_workers == 0:
@@ -75,10 +82,14 @@ class WorkerContext(multiprocessing.context.ForkContext):
     Process = WorkerProcess
 
 
-def _leave_stops_to_main(then, worker_id):
+def _leave_stops_to_main(then, main_pid, worker_id):
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)  # also drops one that arrived while blocked
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != main_pid:  # it died before the line above
+            os._exit(1)
     sys.excepthook = quiet_when_the_main_process_left
     if then is not None:
         then(worker_id)

@@ -64,11 +64,14 @@ def corrupt(folder, name):
 
 @pytest.fixture(scope="module")
 def bad_data(tiny_data, tmp_path_factory):
-    """The tiny data with one unreadable feature file in train, val and test."""
+    """The tiny data with one unreadable feature file in train and val, and one of NaN
+    features in test (its header reads well: found only when the file is read)."""
     data = tmp_path_factory.mktemp("bad") / "data"
     shutil.copytree(tiny_data, data)
-    for split, index in (("train", 50), ("val", 10), ("test", 10)):
+    for split, index in (("train", 50), ("val", 10)):
         corrupt(data / "features" / split, f"{split}_{index:05d}.npy")
+    nan = data / "features" / "test" / "test_00010.npy"
+    np.save(nan, np.full_like(np.load(nan), np.nan))
     return data
 
 
@@ -99,7 +102,8 @@ def test_a_bad_test_file_at_the_end_of_training_ends_the_run(bad_data, tiny_data
                       "--test_features", bad_data / "features" / "test",
                       "--test_manifest", tiny_data / "manifests" / "test.tsv")
     code, _, stderr, after_error, left = run_watched("train_sonar_with_t5.py", *argv)
-    assert code == 2 and "test_00010.npy" in one_error_line(stderr)
+    line = one_error_line(stderr)
+    assert code == 2 and "NaN or Inf" in line and "test_00010.npy" in line, line
     assert after_error < 10 and left == []
     assert load_checkpoint(tmp_path / "run" / "best_model.pt")["epoch"] == 1
 
@@ -215,3 +219,42 @@ def test_ctrl_c_during_the_imports_is_one_word(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and stderr == "interrupted\n", stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_every_user_error_comes_back_from_a_worker_as_itself():
+    """PyTorch re-raises a worker's error as type(error)(its traceback's text): each kind of
+    UserError must take one message, or it comes back as a RuntimeError (a traceback, exit 1)."""
+    import data.encoder_cache.reader  # noqa: F401 - the modules that define UserErrors
+    import training.engine  # noqa: F401
+    from common.errors import UserError, one_line
+
+    kinds, found = [UserError], []
+    while kinds:
+        kind = kinds.pop()
+        found.append(kind)
+        kinds += kind.__subclasses__()
+    assert len(found) >= 3
+    for kind in found:
+        text = f"Caught {kind.__name__} in DataLoader worker process 0.\nOriginal Traceback:\n" \
+               f"{kind.__module__}.{kind.__qualname__}: what went wrong, file.npy (fix)"
+        assert one_line(kind(text)) == "what went wrong, file.npy (fix)", kind
+
+
+@pytest.mark.slow
+def test_workers_end_with_a_main_process_killed_outright(tiny_data, tmp_path):
+    """kill -9 of the main process: its workers go at once (not within PyTorch's 5 s), so the
+    run directory's lock they inherited is free for the --resume that follows."""
+    out = tmp_path / "run"
+    argv = train_argv(tiny_data, out, "--epochs", 3, "--batch_size", 2, "--num_workers", 2)
+    proc = start_python("train_sonar_with_t5.py", *argv, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+    with ProcessTree(proc) as tree:
+        deadline = time.time() + 120
+        while not (out / "last_model.pt").is_file():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=10)
+    assert len(tree.seen) >= 2 and tree.left_running(grace=1.0) == []
+    run_script("train_sonar_with_t5.py", *train_argv(tiny_data, out, "--epochs", 3,
+                                                     "--batch_size", 2, "--resume"), check=True)

@@ -20,7 +20,10 @@ META_FIELDS = {"format": int, "key": str, "dim": int, "dtype": str, "rows": int,
 
 
 class DamagedCache(UserError):
-    def __init__(self, what, entry):
+    def __init__(self, what, entry=None):
+        if entry is None:  # re-raised from a DataLoader worker: `what` is the whole message
+            super().__init__(what)
+            return
         super().__init__(f"damaged encoder cache: {what}", str(entry),
                          f"remove it ({CLEAR_HINT} {Path(entry).name}) and run again: it is "
                          "rebuilt")
