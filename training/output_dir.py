@@ -73,8 +73,11 @@ class OutputDir:
                             str(self.path), "choose a directory you can write to (not a file "
                                             "or a path under one)") from None
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # a POSIX record lock, not flock: it belongs to this process alone, so DataLoader
+            # workers (forked, sharing its files) never hold it, not even for the moment they
+            # outlive a main process killed outright
+            fcntl.lockf(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
             self._lock.seek(0)
             holder = self._lock.read().strip() or "another process"
             self._lock.close()
@@ -234,7 +237,7 @@ class OutputDir:
         if self._lock is None:
             return
         (self.path / LOCK_NAME).unlink(missing_ok=True)
-        self._lock.close()  # closing releases the flock
+        self._lock.close()  # closing releases the lock
         self._lock = None
         if self.created and not any(self.path.iterdir()):
             self.path.rmdir()  # a directory this run made, and nothing came of the run
