@@ -45,7 +45,10 @@ def test_five_sigkills_at_random_moments_then_resume(tiny_data, tmp_path):
         proc.wait()
         if (out / "last_model.pt").exists():  # whatever moment it died at, it is readable
             done = load_checkpoint(out / "last_model.pt")["epoch"]
-            assert history(out) == list(range(1, done + 1))
+            # the files of one epoch are renamed into place microseconds apart: a kill in
+            # between finds the new checkpoint beside the previous history (--resume reads
+            # the history the checkpoint holds; seen once in many runs)
+            assert history(out) in (list(range(1, done + 1)), list(range(1, done)))
     flag = "--resume" if (out / "last_model.pt").exists() else "--overwrite"
     run_script("train_sonar_with_t5.py", *train_argv(tiny_data, out, "--epochs", epochs, flag),
                check=True)
