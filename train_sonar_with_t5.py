@@ -158,8 +158,8 @@ def main(argv=None):
         # gloo thread and this one can wait for each other at exit.
         del train_model
         if dist.is_main:
-            runtime.stop_at_once()  # the others are done: a stop need not wait for them
             try:
+                runtime.stop_at_once()  # the others are done: a stop need not wait for them
                 scored = None if args.skip_final_scoring else score_best_checkpoint(
                     args.output_dir, final_splits(args), device=device, precision="fp32",
                     batch_size=args.eval_batch_size or args.batch_size,
