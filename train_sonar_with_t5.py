@@ -13,6 +13,7 @@ one epoch of training or evaluation (training/engine.py), checkpoints and resume
 """
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from common.cpu import wait_politely_if_shared
@@ -108,7 +109,7 @@ def main(argv=None):
         tracker = Tracker(args, config, resume_step=state.global_step if ckpt else None,
                           enabled=dist.is_main)
 
-        epoch = state.epoch + 1
+        epoch, stopped = state.epoch + 1, None
         runtime.agree_on_stops()  # under torchrun all processes stop at one step together
         try:
             last = min(args.epochs, state.planned_epochs or args.epochs)  # --time_budget's plan
@@ -146,17 +147,24 @@ def main(argv=None):
             # every process's share of the epoch's loss (under torchrun they stop together)
             state.partial_loss_by_rank = gather_lists(state.partial_loss, dist)
             if out_dir.replacing:  # nothing of the new run is worth the earlier run: put it back
+                traceback.clear_frames(stop.__traceback__)  # they hold the DDP wrapper
                 raise
             # save where training stands, mid-epoch too
             save_progress(args, model, tokenizer, state, history, optimization, False, config,
                           writes=dist.is_main)
             barrier(dist)  # the others exit once it is saved (torchrun ends them then)
-            exit_interrupted(args, epoch, state, stop, show=dist.is_main)
+            stopped = stop.with_traceback(None)  # its frames hold the DDP wrapper
+        except BaseException as error:
+            traceback.clear_frames(error.__traceback__)  # they hold the DDP wrapper
+            raise
         finally:
             tracker.close()
-        # DDP holds the process group: free it before open_runtime destroys the group, or a
-        # gloo thread and this one can wait for each other at exit.
-        del train_model
+            # DDP holds the process group: free it before open_runtime destroys the group, or
+            # a gloo thread and this one can wait for each other at exit (torchrun then kills
+            # the process 30 s later).
+            del train_model
+        if stopped:
+            exit_interrupted(args, epoch, state, stopped, show=dist.is_main)
         if dist.is_main:
             try:
                 runtime.stop_at_once()  # the others are done: a stop need not wait for them

@@ -17,6 +17,32 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 _server = {}
 
+# Python source, for a patched torchrun script: a note on stderr where a DDP wrapper outlives
+# the process group. gloo's clean-up can then deadlock at the process's exit, until torchrun
+# kills it 30 s later.
+DDP_WATCH = """
+import sys, weakref, torch
+_wrappers, _DDP = [], torch.nn.parallel.DistributedDataParallel
+_init, _destroy = _DDP.__init__, torch.distributed.destroy_process_group
+def _recorded(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    _wrappers.append(weakref.ref(self))
+def _destroy_process_group(*args, **kwargs):
+    if any(w() is not None for w in _wrappers):
+        print("DDP wrapper alive when the process group is destroyed", file=sys.stderr)
+    return _destroy(*args, **kwargs)
+_DDP.__init__, torch.distributed.destroy_process_group = _recorded, _destroy_process_group
+"""
+
+
+def patched_script(path, patch, script, argv):
+    """A file at path that runs `patch` (Python source), then script (of the checkout) with
+    argv: torchrun starts each of its processes from a file."""
+    path.write_text(f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                    f"sys.argv = {[script, *map(str, argv)]!r}\n{patch}\n"
+                    f"import runpy; runpy.run_path({script!r}, run_name='__main__')\n")
+    return path
+
 
 def _server_socket():
     """The forking interpreter's socket; started on first use, stopped when the tests end."""
