@@ -17,9 +17,10 @@ if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits withou
 from common.files import atomic_write
 from evaluation.metrics import metric_names
 from evaluation.report import (bleu_by_length, check_figure_path, check_parent_dir,
-                               column_names, format_summary, history_groups, load_history,
-                               plot_bleu_by_length, plot_comparison, plot_run, results_table,
-                               summarize, to_latex, to_markdown)
+                               format_summary, history_groups, load_history,
+                               plot_bleu_by_length, plot_comparison, plot_run, summarize,
+                               system_name)
+from evaluation.table import column_names, results_table, to_latex, to_markdown
 from evaluation.significance import read_outputs
 
 
@@ -42,16 +43,27 @@ def parse_args(argv=None):
                    help="--table's metric columns (default: BLEU, raw BLEU-4, chrF, ROUGE-L, "
                         "unique, cond_gap): 'all', or names from: " + ", ".join(
                             [*metric_names(), "cond_gap"]))
+    p.add_argument("--bold_best", action="store_true",
+                   help="--table: the best mean of each metric column in bold")
     p.add_argument("--split", default="test",
                    help="--by_length: which end-of-training scores of a run directory "
                         "(RUN/results/SPLIT)")
-    p.add_argument("--output", help="PNG path (default: CHECKPOINT_DIR/training_curves.png, "
-                                    "or training_curves_comparison.png, or bleu_by_length.png); "
-                                    "for --table the path stem of the .md and .tex files "
-                                    "(default: results)")
+    p.add_argument("--output", help="the figure's path, its extension its format (default: "
+                                    "CHECKPOINT_DIR/training_curves.FORMAT, or "
+                                    "training_curves_comparison.FORMAT, or "
+                                    "bleu_by_length.FORMAT); for --table the path stem of the "
+                                    ".md and .tex files (default: results)")
+    p.add_argument("--format", default="png", choices=("png", "pdf", "svg"),
+                   help="the figure's format where --output is not given (pdf and svg: "
+                        "vector, for a thesis)")
+    p.add_argument("--title", help="a heading above the figure (none by default: a thesis "
+                                   "gives its figures captions)")
     args = p.parse_args(argv)
-    if args.columns and not args.table:
-        raise UserError("--columns only applies with --table", "command line")
+    for flag in ("columns", "bold_best"):
+        if getattr(args, flag) and not args.table:
+            raise UserError(f"--{flag} only applies with --table", "command line")
+    if args.table and (args.title or args.format != "png"):
+        raise UserError("--title and --format apply to figures, not --table", "command line")
     if args.table:
         column_names(args.columns)  # an unknown name: before any run is read
         check_parent_dir(args.output or "results", "--output")
@@ -62,11 +74,10 @@ def parse_args(argv=None):
 
 
 def default_figure(args):
-    if args.compare:
-        return Path("training_curves_comparison.png")
-    if args.by_length:
-        return Path("bleu_by_length.png")
-    return Path(args.checkpoint_dir) / "training_curves.png"
+    name = ("training_curves_comparison" if args.compare else
+            "bleu_by_length" if args.by_length else "training_curves")
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else Path()
+    return folder / f"{name}.{args.format}"
 
 
 def write_text(path, text):
@@ -77,9 +88,10 @@ def write_text(path, text):
 def main(argv=None):
     args = parse_args(argv)
     if args.table:
-        frame, notes = results_table(args.table, args.columns)
+        table = results_table(args.table, args.columns)
         stem = Path(args.output or "results")
-        markdown, latex = to_markdown(frame, notes), to_latex(frame, notes)
+        markdown = to_markdown(table, bold_best=args.bold_best)
+        latex = to_latex(table, bold_best=args.bold_best)
         write_text(stem.with_suffix(".md"), markdown + "\n")
         write_text(stem.with_suffix(".tex"), latex)
         print(markdown)
@@ -88,8 +100,10 @@ def main(argv=None):
     if args.by_length:
         systems = {str(path): bleu_by_length(*read_outputs(path, args.split)[1:])
                    for path in args.by_length}
+        names = [system_name(path) for path in systems]  # the legend's: runs by their names
+        shown = dict(zip(names if len(set(names)) == len(names) else systems, systems.values()))
         output = Path(args.output or default_figure(args))
-        plot_bleu_by_length(systems, output)
+        plot_bleu_by_length(shown, output, args.title)
         for name, rows in systems.items():
             print(f"{name}: " + "  ".join(f"{b} ({n}) {v:.2f}" for b, n, v in rows))
     elif args.compare:
@@ -97,14 +111,14 @@ def main(argv=None):
             raise UserError("two runs share a directory name", " ".join(args.compare),
                             "their curves would carry the same label; rename one")
         output = Path(args.output or default_figure(args))
-        plot_comparison(history_groups(args.compare), output)
+        plot_comparison(history_groups(args.compare), output, args.title)
         for d in args.compare:
             print(format_summary(Path(d).name, summarize(load_history(d))))
     else:
         run = Path(args.checkpoint_dir)
         history = load_history(run)
         output = Path(args.output or default_figure(args))
-        plot_run(history, output, run.name)
+        plot_run(history, output, args.title)
         print(format_summary(run.name, summarize(history)))
     print(f"wrote {output}")
 

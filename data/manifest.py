@@ -32,6 +32,21 @@ class ManifestRow:
     feature_path: str = None
 
 
+HOW2SIGN_COLUMNS = {"video_id", "video_name", "sentence_id", "sentence_name", "sentence"}
+
+
+def is_how2sign(path):
+    """How2Sign's own manifest (how2sign_realigned_*.csv, or a file with its columns)."""
+    if Path(path).name.lower().startswith("how2sign"):
+        return True
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            header = f.readline()
+    except OSError:
+        return False
+    return HOW2SIGN_COLUMNS <= {c.strip().lower() for c in header.split("\t")}
+
+
 def _first(columns, aliases):
     lowered = [c.strip().lower() for c in columns]
     return next((lowered.index(a) for a in aliases if a in lowered), None)

@@ -93,6 +93,9 @@ def write_split(output, split, count, prototypes, index, seed):
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+DEMO_MARKER = "DEMO_DATA.txt"  # beside features/ and manifests/: what made them
+
+
 def make_demo_data(output, num_train=3000, num_val=200, num_test=200, feature_dim=64, seed=0):
     """Write the demo data set under `output`; returns the output path."""
     words = vocabulary()
@@ -100,7 +103,17 @@ def make_demo_data(output, num_train=3000, num_val=200, num_test=200, feature_di
     index = {w: i for i, w in enumerate(words)}
     for split, count in (("train", num_train), ("val", num_val), ("test", num_test)):
         write_split(output, split, count, prototypes, index, seed)
+    (Path(output) / DEMO_MARKER).write_text(
+        f"sonar-t5's synthetic demo data (python -m data.synthetic, seed {seed}): each word is "
+        "a few noisy frames of its own random vector, so the text can be read back from the "
+        "features. Scores on it show that the pipeline learns, not how good a model is.\n",
+        encoding="utf-8")
     return Path(output)
+
+
+def is_demo_manifest(manifest):
+    """The manifest is one of the demo data's (DIR/manifests/SPLIT.tsv beside the marker)."""
+    return (Path(manifest).resolve().parent.parent / DEMO_MARKER).is_file()
 
 
 def demo_paths(output):

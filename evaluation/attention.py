@@ -61,11 +61,12 @@ def frame_attention(model, features, device, precision="fp32"):
     return attentions[-1][0].float().mean(0)[:, :frames].cpu().numpy()  # (L, T)
 
 
-def plot_attention(attention, reference, translation, output):
+def plot_attention(attention, reference, translation, output, what):
+    """what: which attention this is, for the colour bar's label (attention_source())."""
     latents, frames = attention.shape
     fig, ax = plt.subplots(figsize=(max(6.0, min(frames / 12, 16.0)), max(3.0, latents / 6)))
     image = ax.imshow(attention, aspect="auto", interpolation="nearest", cmap="viridis")
-    fig.colorbar(image, ax=ax, label="attention weight")
+    fig.colorbar(image, ax=ax, label=f"attention weight\n({what})")
     ax.set(xlabel="input frame", ylabel="latent")
     for axis in (ax.xaxis, ax.yaxis):
         axis.get_major_locator().set_params(integer=True)
@@ -80,6 +81,8 @@ def plot_attention(attention, reference, translation, output):
 def write_attention_plots(model, dataset, translations, out_dir, count, device,
                           precision="fp32"):
     """The first `count` samples of the data set -> [png paths]. translations: by index."""
+    what = (f"Perceiver layer {model.config.num_layers} of {model.config.num_layers}, mean "
+            f"of its {model.config.num_heads} heads")
     out = Path(out_dir) / "attention"
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -88,6 +91,7 @@ def write_attention_plots(model, dataset, translations, out_dir, count, device,
         attention = frame_attention(model, item["inputs"], device, precision)
         name = file_stem(item["id"])
         atomic_write(out / f"{name}.npy", lambda f: np.save(f, attention))
-        plot_attention(attention, item["text"], translations[index], out / f"{name}.png")
+        plot_attention(attention, item["text"], translations[index], out / f"{name}.png",
+                       what)
         written.append(out / f"{name}.png")
     return written

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from common.errors import UserError, cli_main
 from common.schemas import read_run_config, read_summary
-from models.checkpoint import GENERATION_KEYS, load_model, save_exported
+from models import BRIDGES
+from models.bridges import layer_count
+from models.checkpoint import load_model, save_exported
 
 from .generation import GenerationSettings, decoding
 from .metrics import display, epoch_metrics, metric_names, translation_metrics
@@ -29,8 +31,10 @@ def export(checkpoint, out_dir):
     run_config = read_run_config(run_config_path) if run_config_path.is_file() else {}
     record = next((r for r in ckpt["history"] if r["epoch"] == ckpt.get("epoch")),
                   ckpt["history"][-1])
-    settings = GenerationSettings(**{k: train_args[k] for k in GENERATION_KEYS
-                                     if train_args.get(k) is not None})
+    # The checkpoint's one default decoding: what validating it uses unless told otherwise
+    # (and what the end-of-training scores used), not the quick decoding of each epoch's
+    # validation. generation_config.json says it to transformers, the card to a reader.
+    settings = GenerationSettings.for_scoring(train_args)
     info = {"train_args": train_args, "epoch": record["epoch"],
             "validation": {**epoch_metrics(record), "cond_gap": record.get("cond_gap"),
                            "val_loss": record.get("val_loss"),
@@ -73,43 +77,59 @@ def scored_rows(scored):
     return rows
 
 
+ENCODER_TITLES = {"sonar_asl": "ssvp_slt's SONAR ASL encoder", "feature": "a feature encoder",
+                  "identity": "no encoder (the features are SONAR embeddings)"}
+BRIDGE_INPUTS = {"pooled": "the pooled sentence embedding",
+                 "tokens": "the encoder's token states"}
+
+
 def model_card(name, model, args, record, run_config, settings, scored=None):
+    """The exported folder's README.md. name: the folder's name, the model's title.
+    settings: the checkpoint's default decoding (generation_config.json's)."""
     config = model.config
     data = run_config.get("data", {})
     # Older runs did not record the signatures; they are fixed by this code's settings (one
     # reference, sacrebleu's defaults), so they are computed the same way here.
     signatures = {**translation_metrics(["x"], ["x"]), **record}
     counts = model.parameter_counts()
-    encoder = config.encoder.get("kind", "feature")
+    encoder = ENCODER_TITLES.get(config.encoder.get("kind", "feature"), "an encoder")
+    bridge = BRIDGES[config.bridge].title
+    reads = BRIDGE_INPUTS.get(config.resampler_input, config.resampler_input)
     rows = []
-    for name, value in epoch_metrics(record).items():
-        signature = signatures.get(f"{name}_signature")
+    for metric, value in epoch_metrics(record).items():
+        signature = signatures.get(f"{metric}_signature")
         signature = f" ({signature})".replace("|", "\\|") if signature else ""  # in a table
-        rows.append((f"validation {display(name).label}",
-                     f"{value:.{display(name).decimals}f}{signature}"))
+        rows.append((f"validation {display(metric).label}",
+                     f"{value:.{display(metric).decimals}f}{signature}"))
     rows += [("conditioning gap", f"{record['cond_gap']:.3f} nats/token"),
-             ("epoch", f"{record['epoch']} of {args.get('epochs')}")]
+             ("epoch", f"{record['epoch']} of {args.get('epochs')}"),
+             ("decoding", f"{decoding(vars(GenerationSettings.from_args(args)))} "
+                          "(each epoch's validation during training)")]
     settings_rows = [
-        ("encoder", f"{encoder}{' (frozen)' if args.get('freeze_encoder') else ''}, "
-                    f"from {args.get('sonar_checkpoint') or 'scratch'}"),
-        ("bridge", f"{config.bridge}, {config.num_latents} latents, {config.num_layers} "
-                   f"layers, width {config.hidden_dim}, reads the {config.resampler_input} "
-                   "states"),
+        ("encoder", f"{encoder}{', frozen' if args.get('freeze_encoder') else ''}, from "
+                    f"{args.get('sonar_checkpoint') or 'scratch'}"),
+        ("input", f"{data.get('feature_dim', '?')}-d feature sequences, at most "
+                  f"{config.max_frames or 'all'} frames"),
+        ("bridge", f"{bridge}: {config.num_latents} prefix tokens, "
+                   f"{layer_count(config.bridge, config.num_layers)} layer(s), width "
+                   f"{config.hidden_dim}, reads {reads}"),
         ("decoder", f"T5 `{config.t5_model}`"),
         ("parameters", ", ".join(f"{k} {v:,}" for k, v in counts.items())),
         ("optimisation", f"AdamW, learning rate {args.get('learning_rate')}, "
                          f"{args.get('warmup_steps')} warm-up steps, batch "
                          f"{args.get('batch_size')}, label smoothing "
                          f"{args.get('label_smoothing')}, seed {args.get('seed')}"),
-        ("generation", ", ".join(f"{k} {v}" for k, v in vars(settings).items())),
-        ("max_frames", str(config.max_frames or "all")),
+        ("decoding", f"{decoding(vars(settings))}: "
+                     + ", ".join(f"{k} {v}" for k, v in vars(settings).items())
+                     + " (generation_config.json; what validating this folder uses)"),
     ]
     lines = [
         f"# {name}",
         "",
         "A sign-language translation model made with sonar-t5: pre-extracted feature "
-        "sequences (e.g. How2Sign video features) go through a SONAR-style encoder to a "
-        "Perceiver Resampler prefix, and a T5 decoder writes the English sentence.",
+        f"sequences (e.g. How2Sign video features) go through {encoder}; a {bridge} turns "
+        f"{reads} into {config.num_latents} prefix tokens, and a T5 decoder writes the "
+        "English sentence.",
         "",
         "## Data",
         "",
@@ -138,8 +158,8 @@ def model_card(name, model, args, record, run_config, settings, scored=None):
         "```",
         "",
         "Files: `model.safetensors` (weights), `config.json` (model configuration and training "
-        "arguments), `spiece.model` (SentencePiece), `generation_config.json` (generate() "
-        "defaults), this card.",
+        "arguments), `spiece.model` (SentencePiece), `generation_config.json` (the default "
+        "decoding above, as transformers' GenerationConfig), this card.",
         "",
     ]
     return "\n".join(lines)

@@ -38,10 +38,11 @@ class GenerationSettings:
 
     @classmethod
     def from_args(cls, args):
-        """Training's per-epoch validation: the flags given, else the defaults."""
+        """Training's per-epoch validation: the flags given (the parsed flags, or a
+        checkpoint's train_args), else the defaults."""
+        given = args if isinstance(args, dict) else vars(args)
         base = asdict(cls())
-        return cls(**{**base, **{k: getattr(args, k) for k in base
-                                 if getattr(args, k, None) is not None}})
+        return cls(**{**base, **{k: given[k] for k in base if given.get(k) is not None}})
 
     @classmethod
     def given_in(cls, args):

@@ -1,30 +1,26 @@
-"""Run histories, their summary statistics, the curves figure and the results table.
+"""Run histories, their summary statistics and the figures: a run's curves, several runs
+compared, BLEU by reference length (the results table is evaluation/table.py).
 
-Runs whose resolved configs differ only in --seed are one experiment repeated: the table gives
-them one row (mean ± standard deviation over the seeds, and n), --compare one curve (the mean,
-with a band from the lowest to the highest run).
+Runs whose resolved configs differ only in --seed are one experiment repeated: --compare draws
+them as one curve (the mean, with a band from the lowest to the highest run).
 """
-import json
 import os
 import statistics
+from itertools import cycle
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 from sacrebleu.metrics import BLEU  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
 from common.files import atomic_write  # noqa: E402
-from common.schemas import (HISTORY_RECORD, read_checked, read_run_config,  # noqa: E402
-                            read_summary)
-from models import BRIDGES  # noqa: E402
+from common.schemas import HISTORY_RECORD, read_checked, read_run_config  # noqa: E402
 
 from .experiments import experiment_key, seed_groups  # noqa: E402
-from .generation import decoding  # noqa: E402
-from .metrics import display, epoch_metrics, metric_names  # noqa: E402
+from .metrics import epoch_metrics  # noqa: E402
 
 
 def load_history(run_dir):
@@ -56,59 +52,90 @@ def format_summary(name, s):
             f"cond_gap {s['final_cond_gap']:.3f}; {s['epochs_run']} epochs in {minutes:.1f} min")
 
 
-def plot_run(history, output, title):
+# Okabe-Ito's colour-blind-safe palette (Okabe & Ito 2008), in the order the figures use it.
+COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
+           "#000000")
+LOSS_LABEL = "cross-entropy (nats/token)"
+
+
+def plot_run(history, output, title=None):
+    """A run's curves, three panels: the losses; validation BLEU; whether the input is used
+    (the conditioning gap in nats/token on the left axis, the share of distinct translations
+    on its own 0-1 axis on the right). title: a heading above them (none by default: a
+    thesis gives its figures captions)."""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_bleu, ax_gap) = plt.subplots(1, 3, figsize=(15, 4.5))
     train = [float("nan") if r["train_loss"] is None else r["train_loss"] for r in history]
-    ax_loss.plot(epochs, train, "o-", color="blue", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", color="red", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss (cross-entropy)", title="Loss")
+    ax_loss.plot(epochs, train, "o-", color=COLOURS[0], label="training")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "s--", color=COLOURS[1],
+                 label="validation")
+    ax_loss.set(xlabel="epoch", ylabel=LOSS_LABEL, title="Loss")
     bleu = [r["val_bleu"] for r in history]
-    ax_bleu.plot(epochs, bleu, "o-", color="green", label="validation BLEU")
-    ax_bleu.axhline(max(bleu), color="green", linestyle=":",
+    ax_bleu.plot(epochs, bleu, "o-", color=COLOURS[2], label="validation BLEU")
+    ax_bleu.axhline(max(bleu), color=COLOURS[2], linestyle=":",
                     label=f"best {max(bleu):.2f} (epoch {epochs[bleu.index(max(bleu))]})")
-    ax_bleu.set(xlabel="epoch", ylabel="BLEU", title="Validation BLEU")
-    ax_gap.plot(epochs, [r.get("cond_gap", float("nan")) for r in history], "o-",
-                color="purple", label="conditioning gap")
-    ax_gap.plot(epochs, [epoch_metrics(r).get("unique_ratio", float("nan")) for r in history],
-                "s--",
-                color="gray", label="unique output ratio")
+    ax_bleu.set(xlabel="epoch", ylabel="BLEU (sacrebleu, 13a)", title="Validation BLEU")
+    gap, = ax_gap.plot(epochs, [r.get("cond_gap", float("nan")) for r in history], "o-",
+                       color=COLOURS[3], label="conditioning gap (left)")
     ax_gap.axhline(0, color="black", linewidth=0.5)
-    ax_gap.set(xlabel="epoch", ylabel="nats/token | ratio", title="Is the input used?")
-    _finish(fig, [ax_loss, ax_bleu, ax_gap], title, output)
+    ax_gap.set(xlabel="epoch", ylabel="conditioning gap (nats/token)",
+               title="Is the input used?")
+    ax_unique = ax_gap.twinx()
+    unique, = ax_unique.plot(epochs, [epoch_metrics(r).get("unique_ratio", float("nan"))
+                                      for r in history], "s--", color=COLOURS[4],
+                             label="distinct translations (right)")
+    ax_unique.set(ylabel="share of distinct translations", ylim=(0, 1.05))
+    _finish(fig, [ax_loss, ax_bleu, ax_gap], title, output,
+            legends={ax_gap: [gap, unique]})
 
 
-def plot_comparison(groups, output):
+def plot_comparison(groups, output, title=None):
     """groups: {label: [history, ...]} (one history, or a seed group's); BLEU and validation
     loss of each, one figure. A group is drawn as its mean over the epochs all its runs have,
     with a band from its lowest to its highest run."""
     fig, (ax_bleu, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, histories in groups.items():
+    for (label, histories), colour in zip(groups.items(), cycle(COLOURS)):
         epochs = [r["epoch"] for r in histories[0]][:min(map(len, histories))]
-        color = None
         for ax, key in ((ax_bleu, "val_bleu"), (ax_loss, "val_loss")):
             values = [[h[i][key] for h in histories] for i in range(len(epochs))]
-            line, = ax.plot(epochs, [statistics.fmean(v) for v in values], "o-", label=label,
-                            color=color)
-            color = line.get_color()
+            ax.plot(epochs, [statistics.fmean(v) for v in values], "o-", label=label,
+                    color=colour)
             if len(histories) > 1:
                 ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values],
-                                color=color, alpha=0.2)
-    ax_bleu.set(xlabel="epoch", ylabel="BLEU", title="Validation BLEU")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Validation loss")
-    _finish(fig, [ax_bleu, ax_loss], "Run comparison", output)
+                                color=colour, alpha=0.2)
+    ax_bleu.set(xlabel="epoch", ylabel="BLEU (sacrebleu, 13a)", title="Validation BLEU")
+    ax_loss.set(xlabel="epoch", ylabel=LOSS_LABEL, title="Validation loss")
+    _finish(fig, [ax_bleu, ax_loss], title, output)
 
 
-def _finish(fig, axes, title, output):
+def _finish(fig, axes, title, output, legends=None):
+    """Grid, integer epochs, legends (legends: {axis: handles} where an axis has a twin),
+    an optional title; written in the format of output's extension (PNG, PDF, SVG...)."""
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        handles = (legends or {}).get(ax)
+        ax.legend(handles=handles) if handles else ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(title)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    save_figure(fig, output)
+
+
+def save_figure(fig, output):
     fmt = Path(output).suffix.lstrip(".").lower()
     atomic_write(output, lambda f: fig.savefig(f, dpi=150, format=fmt))
     plt.close(fig)
+
+
+def system_name(path):
+    """How a figure's legend names a scored system: its run's directory name (found upwards
+    from a translations file, a results/SPLIT or validation directory), else the path's."""
+    path = Path(path).resolve()
+    for folder in [path, *path.parents][:4]:
+        if (folder / "config.json").is_file():
+            return folder.name
+    return path.name
 
 
 # -- BLEU by reference length ----------------------------------------------------------------
@@ -129,7 +156,7 @@ def bleu_by_length(references, hypotheses):
     return rows
 
 
-def plot_bleu_by_length(systems, output):
+def plot_bleu_by_length(systems, output, title=None):
     """systems: {label: [(bucket, sentences, BLEU)]} -> grouped bars, one colour a system,
     each bucket's sentence count under its name."""
     buckets = [f"{lo}-{hi}" if hi else f"{lo}+" for lo, hi in LENGTH_BUCKETS]
@@ -139,51 +166,20 @@ def plot_bleu_by_length(systems, output):
     shown = [b for b in buckets if b in counts]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(shown) + 2), 4.5))
     width = 0.8 / len(systems)
-    for i, (name, rows) in enumerate(systems.items()):
+    for i, ((name, rows), colour) in enumerate(zip(systems.items(), cycle(COLOURS))):
         bleu = dict((b, v) for b, _, v in rows)
         ax.bar([x + i * width - 0.4 + width / 2 for x in range(len(shown))],
-               [bleu.get(b, float("nan")) for b in shown], width, label=name)
+               [bleu.get(b, float("nan")) for b in shown], width, label=name, color=colour)
     ax.set_xticks(range(len(shown)), [f"{b}\n({counts[b]})" for b in shown])
-    ax.set(xlabel="reference length in words (sentences)", ylabel="BLEU",
-           title="BLEU by reference length")
+    ax.set(xlabel="reference length in words (sentences)", ylabel="BLEU (sacrebleu, 13a)")
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     fig.tight_layout()
-    fmt = Path(output).suffix.lstrip(".").lower()
-    atomic_write(output, lambda f: fig.savefig(f, dpi=150, format=fmt))
-    plt.close(fig)
+    save_figure(fig, output)
 
 
-# -- results table ---------------------------------------------------------------------------
-SETTING_COLUMNS = ("run", "bridge", "resampler_input", "num_latents", "num_layers", "frozen",
-                   "word_dropout", "parameters", "decoding", "n", "best_epoch")
-
-
-def column_names(choice=None):
-    """--columns: the measures a table shows (metric names, and cond_gap): None = the
-    headline ones, ["all"] = every one."""
-    every = [*metric_names(), "cond_gap"]
-    if not choice:
-        return [*metric_names(headline_only=True), "cond_gap"]
-    if "all" in choice:
-        if len(choice) > 1:
-            raise UserError("--columns all stands alone", "command line",
-                            "give 'all', or the names you want")
-        return every
-    unknown = [c for c in choice if c not in every]
-    if unknown:
-        raise UserError(f"unknown --columns {', '.join(unknown)}", "command line",
-                        f"choose from: all, {', '.join(every)}")
-    return list(choice)
-
-
-def metric_columns(names):
-    """{column label: decimals} of these measures."""
-    return {label(n): (3 if n == "cond_gap" else display(n).decimals) for n in names}
-
-
-def label(name):
-    return "cond_gap" if name == "cond_gap" else display(name).label
 def history_groups(run_dirs):
     """--compare: {label: [history, ...]}, seed groups labelled with their runs and n."""
     runs = [(Path(d), read_run_config(Path(d) / "config.json")
@@ -194,146 +190,6 @@ def history_groups(run_dirs):
     return {(g[0][0].name if len(g) == 1 else
              f"{', '.join(d.name for d, _ in g)} (mean of {len(g)} seeds)"):
             [load_history(d) for d, _ in g] for g in groups}
-
-
-def table_row(path):
-    """A run directory (best epoch of its history) or a validation_summary.json. The same
-    checkpoint scored with other generate() settings is another experiment."""
-    path = Path(path)
-    if path.is_file() or (path / "validation_summary.json").is_file():
-        summary_path = path if path.is_file() else path / "validation_summary.json"
-        summary = read_summary(summary_path)
-        if not summary.get("checkpoint"):
-            raise UserError("validation_summary.json names no checkpoint", str(summary_path),
-                            "validate the checkpoint again with validate_perceiver_model.py")
-        run_dir = Path(summary["checkpoint"]).parent
-        if not (run_dir / "config.json").is_file():
-            raise UserError(f"the checkpoint this summary scored has no run directory here "
-                            f"({run_dir / 'config.json'} not found)", str(summary_path),
-                            "validate the run again (summaries record the checkpoint's full "
-                            "path) or run the table tool where validation ran")
-        generation = summary["generation"]
-        # summaries before unique_ratio was a metric kept it in their diversity report
-        found = {"unique_ratio": summary["diversity"]["unique_ratio"], **summary}
-        scores = {"best_epoch": summary.get("epoch"), "cond_gap": summary.get("cond_gap"),
-                  **{label(n): found.get(n) for n in metric_names()}}
-    else:
-        run_dir = path
-        generation = None  # the settings its validation used during training
-        history = load_history(run_dir)
-        best = max(history, key=lambda r: r["val_bleu"])
-        found = epoch_metrics(best)
-        scores = {"best_epoch": best["epoch"], "cond_gap": best.get("cond_gap"),
-                  **{label(n): found.get(n) for n in metric_names()}}
-    config = read_run_config(run_dir / "config.json")
-    m, a = config["model_config"], config["args"]
-    if generation is None:
-        generation = config.get("generation") or {"num_beams": a.get("num_beams") or 4}
-    experiment = json.dumps([experiment_key(config), generation], sort_keys=True)
-    return {"experiment": experiment, "seed": a.get("seed"), "run": run_dir.name,
-            "bridge": m["bridge"], "resampler_input": m["resampler_input"],
-            "num_latents": m["num_latents"],
-            "num_layers": bridge_layers(m),
-            "frozen": "yes" if a["freeze_encoder"] else "no",
-            "word_dropout": a.get("word_dropout", 0.0),
-            "parameters": f"{config['parameters']['total'] / 1e6:.1f}M",
-            "decoding": decoding(generation), **scores,
-            "signatures": {n: found.get(f"{n}_signature") for n in metric_names()}}
-
-
-def bridge_layers(model_config):
-    """The bridge's layer count: --num_layers, unless the kind has a fixed one."""
-    bridge = BRIDGES.get(model_config["bridge"])
-    return (bridge and bridge.fixed_layers) or model_config["num_layers"]
-
-
-def results_table(paths, columns=None):
-    """-> (frame, notes): one row per run, or per seed group, its metrics as mean ± standard
-    deviation (n - 1); columns: column_names(); notes: how each shown metric was computed
-    (the conventions and signatures), for the caption."""
-    names = column_names(columns)
-    found = [table_row(p) for p in paths]
-    rows = seed_groups(found, lambda r: r["experiment"], lambda r: r["seed"])
-    shown = metric_columns(names)
-    frame = pd.DataFrame([group_row(g, shown) for g in rows],
-                         columns=[*SETTING_COLUMNS, *shown])
-    return frame, metric_notes(names, found)
-
-
-def metric_notes(names, rows):
-    """One note per convention or metric shown: its name and its signature(s) as the rows
-    recorded them (older runs may lack some)."""
-    notes = []
-    for family, title in METRIC_FAMILIES:
-        members = [n for n in names if n != "cond_gap" and metric_family(n) == family]
-        if not members:
-            continue
-        signatures = sorted({r["signatures"].get(n) for r in rows for n in members} - {None})
-        notes.append(f"{', '.join(label(n) for n in members)}: {title}"
-                     + (f"; {' / '.join(signatures)}" if signatures else ""))
-    return notes
-
-
-# How the table's caption names each metric's convention.
-METRIC_FAMILIES = (
-    ("bleu", "ssvp_slt's convention (sacrebleu's defaults: 13a tokenisation, exponential "
-             "smoothing), BLEU-n cumulative to order n"),
-    ("raw_bleu", "Uni-Sign's convention (raw_corpus_bleu: no tokenisation, floor smoothing "
-                 "0, effective order), cumulative to order n"),
-    ("chrf", "chrF (sacrebleu)"),
-    ("rouge_l", "ROUGE-L F1 x 100, mean over sentences"),
-    ("unique_ratio", "share of distinct translations"),
-)
-
-
-def metric_family(name):
-    return "raw_bleu" if name.startswith("raw_bleu") else \
-        "bleu" if name.startswith("bleu") else name
-
-
-def group_row(rows, columns):
-    """columns: {metric column: decimals}."""
-    row = {**rows[0], "n": len(rows)}
-    if len(rows) == 1:
-        return {**row, **{k: None if row[k] is None else round(row[k], d)
-                          for k, d in columns.items()}}
-    row["run"] = ", ".join(r["run"] for r in rows)
-    row["best_epoch"] = "/".join(str(r["best_epoch"]) for r in rows)
-    for key, decimals in columns.items():
-        values = [r[key] for r in rows]
-        row[key] = (None if None in values else f"{statistics.fmean(values):.{decimals}f} ± "
-                                                 f"{statistics.stdev(values):.{decimals}f}")
-    return row
-
-
-def to_markdown(frame, notes=()):
-    """The table, then its notes (the conventions and signatures) after a blank line."""
-    table = frame.to_markdown(index=False)
-    return table + ("\n\n" + "\n".join(f"- {note}" for note in notes) if notes else "")
-
-
-def to_latex(frame, notes=()):
-    """booktabs table; underscores and other specials escaped; the caption names each
-    metric's convention and signature, and what ± means."""
-    styler = frame.style.hide(axis="index").format(precision=2, escape="latex")
-    styler = styler.format_index(escape="latex", axis=1)
-    body = styler.to_latex(hrules=True, column_format="l" * len(frame.columns))
-    spread = (" Mean $\\pm$ standard deviation over the n seeds of a row."
-              if (frame["n"].astype(int) > 1).any() else "")
-    caption = "Results (sonar-t5)." + spread + "".join(
-        f" {latex_text(note)}." for note in notes)
-    return ("\\begin{table}[t]\n\\centering\n" + body
-            + f"\\caption{{{caption}}}\n\\end{{table}}\n")
-
-
-LATEX_SPECIALS = {"\\": "\\textbackslash{}", "_": "\\_", "%": "\\%", "&": "\\&", "#": "\\#",
-                  "$": "\\$", "{": "\\{", "}": "\\}", "|": "\\textbar{}",
-                  "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
-
-
-def latex_text(text):
-    """Plain text for LaTeX: its specials escaped (a signature's | and _ included)."""
-    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
 
 
 def check_figure_path(output, flag="--output"):

@@ -6,6 +6,8 @@ from pathlib import Path
 from common.files import atomic_write, write_json
 from data.dataset import Collator, FeatureDataset, make_loader
 from data.encoder_cache import cached_loaders
+from data.manifest import is_how2sign
+from data.synthetic import is_demo_manifest
 
 from .generation import decoding, run_evaluation
 from .metrics import (bleu_verdict, display, diversity, diversity_verdict, length_stats,
@@ -47,7 +49,7 @@ def validate_checkpoint(translator, dataset, *, batch_size=32, num_workers=0,
     hypotheses = [result["hypotheses"][i] for i in range(len(dataset))]
     metrics = translation_metrics(hypotheses, references)
     div = diversity(hypotheses)
-    verdict, action = bleu_verdict(metrics["bleu"])
+    verdict, action = bleu_verdict(metrics["bleu"], data_kind(dataset.manifest))
     summary = {
         **metrics, "num_samples": len(dataset), "diversity": div,
         "lengths": {"translations": length_stats(hypotheses),
@@ -66,6 +68,12 @@ def validate_checkpoint(translator, dataset, *, batch_size=32, num_workers=0,
         "manifest": os.path.abspath(dataset.manifest), "encoder_cache": cache_info,
     }
     return summary, ids, references, hypotheses
+
+
+def data_kind(manifest):
+    """What a verdict may compare a score with: "demo", "how2sign" or None."""
+    return "demo" if is_demo_manifest(manifest) else "how2sign" if is_how2sign(manifest) \
+        else None
 
 
 RESULTS_DIR = "results"  # RUN/results/{val,test}/: the end of training's scores

@@ -54,6 +54,11 @@ def build_bridge(config, d_model, input_dim):
     return BRIDGES[config.bridge].build(config, d_model, input_dim)
 
 
+def layer_count(bridge, num_layers):
+    """A bridge's layers: --num_layers, unless its kind has a fixed count."""
+    return BRIDGES[bridge].fixed_layers or num_layers
+
+
 def _perceiver(config, d_model, input_dim):
     return PerceiverResampler(input_dim=input_dim, hidden_dim=config.hidden_dim,
                               output_dim=d_model, num_latents=config.num_latents,
@@ -70,8 +75,7 @@ def _projection(config, d_model, input_dim):
                             num_heads=config.num_heads)
 
 
-# The Perceiver reads token states by default: it learns more from them (README, Learning on
-# real text). The projection baseline reads the pooled embedding, as the original guide had it.
+# The Perceiver reads token states by default: it learns more from them (docs/real_text.md). The projection baseline reads the pooled embedding, as the original guide had it.
 register_bridge("perceiver", Bridge("Perceiver", _perceiver, default_input="tokens",
                                     no_decay=("latents",), attention_map=True))
 register_bridge("projection", Bridge("Projection bridge", _projection, default_input="pooled",

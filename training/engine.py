@@ -205,6 +205,9 @@ def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization,
             "nonfinite_steps": state.nonfinite_total, "samples": metrics["samples"]}
 
 
+EARLY_EPOCHS = 3  # repeated outputs are normal this early: the decoder learns the language first
+
+
 def report_epoch(record, collapsed, history, args, say):
     """The epoch's line, its sample translations, and the mode-collapse warnings."""
     r = record
@@ -222,8 +225,12 @@ def report_epoch(record, collapsed, history, args, say):
         say(f"  warning: {skipped} of {r['step'] - before['step']} optimizer steps of this "
             "epoch were skipped (non-finite loss or gradient)")
     if collapsed:
-        say(f"  warning: mode collapse: '{r['most_common']}' is {r['most_common_pct']:.0f}% of "
-            "validation outputs")
+        early = r["epoch"] <= EARLY_EPOCHS
+        say(f"  {'note' if early else 'warning'}: mode collapse: '{r['most_common']}' is "
+            f"{r['most_common_pct']:.0f}% of validation outputs"
+            + (f" (expected in the first epochs, while the decoder learns the language; "
+               f"worry if it lasts past epoch {EARLY_EPOCHS} or the conditioning gap stays "
+               "near 0)" if early else ""))
     first = history[0]["train_loss"]
     falling = None not in (first, r["train_loss"]) and r["train_loss"] < first
     if falling and r["cond_gap"] < COND_GAP_WARNING:
