@@ -74,9 +74,11 @@ def test_a_third_bridge_registered_in_this_file_trains_validates_and_tables(tiny
     tabled = run_with(TOY_BRIDGE, "plot_training_curves.py", "--table", run, validation,
                       "--output", tmp_path / "results")
     assert tabled.returncode == 0, tabled.stderr[-2000:]
-    rows = [line for line in (tmp_path / "results.md").read_text().splitlines()
-            if "mean_bridge" in line]
-    assert len(rows) == 2 and all("| mean " in row and "| pooled " in row for row in rows)
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert len([line for line in lines if line.startswith("| mean_bridge ")]) == 2
+    # the bridge and its input are the same in both rows: said once, under the table
+    shared = [line for line in lines if line.startswith("- All rows: ")]
+    assert len(shared) == 1 and "bridge mean, input pooled" in shared[0], lines
     refused = validate_with(TOY_BRIDGE, run, tiny_data, tmp_path / "plots", "--attention_plot", 1)
     assert_user_error(refused, "needs a bridge with an attention map (perceiver)")
 
@@ -111,7 +113,8 @@ def test_a_metric_added_in_one_place_reaches_every_consumer(tiny_data, tmp_path)
     assert tabled.returncode == 0, tabled.stderr[-2000:]
     header, _, *rows = (tmp_path / "results.md").read_text().split("\n\n")[0].splitlines()
     column = [c.strip() for c in header.split("|")].index("toy")
-    assert [row.split("|")[column].strip() for row in rows] == ["0.5", "0.5"]
+    # a metric without a display definition: 3 decimals in tables
+    assert [row.split("|")[column].strip() for row in rows] == ["0.500", "0.500"]
 
 
 def test_old_names_still_load(tmp_path):

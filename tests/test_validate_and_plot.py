@@ -101,6 +101,10 @@ def projection_run(tiny_data, tmp_path_factory):
     return out
 
 
+# The metric columns of the default table.
+NUMERIC_HEADERS = {"BLEU", "raw BLEU-4", "chrF", "ROUGE-L", "unique", "cond. gap"}
+
+
 def test_compare_and_results_table(tiny_run, projection_run, tmp_path):
     run, _ = tiny_run
     png = tmp_path / "compare.png"
@@ -111,13 +115,23 @@ def test_compare_and_results_table(tiny_run, projection_run, tmp_path):
     run_script("plot_training_curves.py", "--table", run, projection_run, "--output",
                tmp_path / "results", check=True)
     markdown = table_lines(tmp_path / "results.md")
-    assert markdown[0].startswith("| run") and len(markdown) == 4
+    assert markdown[0].startswith("| Run ") and len(markdown) == 4
+    header = [c.strip() for c in markdown[0].strip("|").split("|")]
+    assert header[:3] == ["Run", "Bridge", "Input"] and "cond. gap" in header
     assert "tiny_perceiver" in markdown[2] and "perceiver" in markdown[2]
     assert "tiny_projection" in markdown[3] and "projection" in markdown[3]
+    # numbers right-aligned: Markdown's rule ends each numeric column with a colon
+    rule = [c.strip() for c in markdown[1].strip("|").split("|")]
+    assert all(r.endswith(":") == (h in ("Latents", "Layers", "n", "Best epoch") or
+                                   h in NUMERIC_HEADERS) for h, r in zip(header, rule)), rule
     latex = (tmp_path / "results.tex").read_text()
     for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}", "\\end{tabular}"):
         assert rule in latex
-    assert "tiny\\_perceiver" in latex and "num\\_latents" in latex
+    assert "tiny\\_perceiver" in latex and "cond. gap" in latex and "cond\\_gap" not in latex
+    align = latex.split("\\begin{tabular}{")[1].split("}")[0]
+    assert align == "".join("r" if h in NUMERIC_HEADERS or h in ("Latents", "Layers", "n",
+                                                                 "Best epoch") else "l"
+                            for h in header)
     body = latex.split("\\midrule")[1].split("\\bottomrule")[0]
     assert {"raw BLEU-4", "ROUGE-L"} <= {cell.strip() for cell in markdown[0].split("|")}
     columns = markdown[0].count("|") - 1  # the same columns as the Markdown table
@@ -138,7 +152,7 @@ def test_one_checkpoint_scored_two_ways_is_two_table_rows(tiny_run, tiny_data, t
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
             for line in lines[2:]]
-    assert [(r["decoding"], r["n"]) for r in rows] == [("greedy", "1"), ("beam 3, lp 2.0", "1")]
+    assert [(r["Decoding"], r["n"]) for r in rows] == [("greedy", "1"), ("beam 3, lp 2.0", "1")]
     for row, name in zip(rows, ("greedy", "beam")):
         summary = json.loads((tmp_path / name / "validation_summary.json").read_text())
         assert float(row["BLEU"]) == pytest.approx(summary["bleu"], abs=0.005)
@@ -185,17 +199,17 @@ def test_seed_group_is_one_row_with_mean_and_std(seed_runs, projection_run, tmp_
     assert len(lines) == 4  # header, rule, the seed group, the projection run
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     group = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|"))))
-    assert group["run"] == "seed1, seed2, tiny_perceiver" and group["n"] == "3"
+    assert group["Run"] == "seed1, seed2, tiny_perceiver" and group["n"] == "3"
     bests = [max(json.loads((r / "training_history.json").read_text()),
                  key=lambda e: e["val_bleu"]) for r in seed_runs]
     for column, key, decimals in (("BLEU", "val_bleu", 2), ("chrF", "val_chrf", 1),
-                                  ("unique", "val_unique_ratio", 2), ("cond_gap", "cond_gap", 3)):
+                                  ("unique", "val_unique_ratio", 2), ("cond. gap", "cond_gap", 3)):
         values = [b[key] for b in bests]
         mean = sum(values) / 3
         std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5  # sample std, by hand
         assert group[column] == f"{mean:.{decimals}f} ± {std:.{decimals}f}", column
     other = dict(zip(header, (c.strip() for c in lines[3].strip("|").split("|"))))
-    assert other["run"] == "tiny_projection" and other["n"] == "1"
+    assert other["Run"] == "tiny_projection" and other["n"] == "1"
 
     png = tmp_path / "compare.png"
     result = run_script("plot_training_curves.py", "--compare", *seed_runs, projection_run,
@@ -300,7 +314,7 @@ def test_translate_from_python_as_the_validate_script_does(tiny_run, tiny_data):
         translator.translate([arrays[0], np.zeros((3, 5))])
 
 
-def test_table_columns_caption_and_bleu_by_length(tiny_run, projection_run, tmp_path):
+def test_table_columns_notes_and_bleu_by_length(tiny_run, projection_run, tmp_path):
     run, _ = tiny_run
     run_script("plot_training_curves.py", "--table", run, run / "results" / "test",
                "--columns", "bleu1", "raw_bleu1", "rouge_l", "--output", tmp_path / "t",
@@ -311,11 +325,14 @@ def test_table_columns_caption_and_bleu_by_length(tiny_run, projection_run, tmp_
     row = dict(zip(header, (c.strip() for c in
                             table_lines(tmp_path / "t.md")[3].strip("|").split("|"))))
     assert float(row["raw BLEU-1"]) == pytest.approx(summary["raw_bleu1"], abs=0.005)
-    caption = (tmp_path / "t.tex").read_text().split("\\caption{")[1]
+    latex = (tmp_path / "t.tex").read_text()
+    caption = latex.split("\\caption{")[1].split("\n")[0]
+    assert len(caption) < 200 and "signature" not in caption  # the signatures are notes
+    notes = latex.split("\\footnotesize")[1]
     for words in ("ssvp\\_slt's convention", "Uni-Sign's convention", "ROUGE-L F1",
-                  summary["bleu1_signature"].replace("|", "\\textbar{}"),
-                  summary["raw_bleu1_signature"].replace("|", "\\textbar{}")):
-        assert words in caption, words
+                  summary["bleu1_signature"].replace("|", "\\textbar\\allowbreak{}"),
+                  summary["raw_bleu1_signature"].replace("|", "\\textbar\\allowbreak{}")):
+        assert words in notes, words
     assert_user_error(run_script("plot_training_curves.py", "--table", run, "--columns",
                                  "blue"), "unknown --columns blue", "raw_bleu4")
 
