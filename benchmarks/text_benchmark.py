@@ -41,7 +41,7 @@ SETTINGS = {
     "embedding_projection": ["--features", "features_embedding", "--identity_encoder",
                              "--resampler_input", "pooled", "--bridge", "projection"],
 }
-# What a from-scratch decoder needs within a fixed budget (README, "Learning on real text").
+# What a from-scratch decoder needs within a fixed budget (docs/real_text.md).
 RECIPE = ["--config", str(ROOT / "configs" / "scratch_decoder.yaml")]
 # Held fixed in every run: the decoder, and greedy decoding of the per-epoch validation for
 # speed. (On the command line, these win over the recipe's file.)

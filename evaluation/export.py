@@ -95,6 +95,7 @@ def model_card(name, model, args, record, run_config, settings, scored=None):
     encoder = ENCODER_TITLES.get(config.encoder.get("kind", "feature"), "an encoder")
     bridge = BRIDGES[config.bridge].title
     reads = BRIDGE_INPUTS.get(config.resampler_input, config.resampler_input)
+    layers = layer_count(config.bridge, config.num_layers)
     rows = []
     for metric, value in epoch_metrics(record).items():
         signature = signatures.get(f"{metric}_signature")
@@ -110,9 +111,8 @@ def model_card(name, model, args, record, run_config, settings, scored=None):
                     f"{args.get('sonar_checkpoint') or 'scratch'}"),
         ("input", f"{data.get('feature_dim', '?')}-d feature sequences, at most "
                   f"{config.max_frames or 'all'} frames"),
-        ("bridge", f"{bridge}: {config.num_latents} prefix tokens, "
-                   f"{layer_count(config.bridge, config.num_layers)} layer(s), width "
-                   f"{config.hidden_dim}, reads {reads}"),
+        ("bridge", f"{bridge}: {config.num_latents} prefix tokens, {layers} "
+                   f"layer{'s' * (layers != 1)}, width {config.hidden_dim}, reads {reads}"),
         ("decoder", f"T5 `{config.t5_model}`"),
         ("parameters", ", ".join(f"{k} {v:,}" for k, v in counts.items())),
         ("optimisation", f"AdamW, learning rate {args.get('learning_rate')}, "

@@ -15,6 +15,10 @@ INTEGER_SETTINGS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size")
 
 @dataclass
 class GenerationSettings:
+    """generate()'s settings, and the one home of their defaults: the defaults below; the
+    quick decoding --demo validates each epoch with (QUICK); and a checkpoint's default
+    decoding (for_scoring), which validating it, the end-of-training scores, an export's
+    generation_config.json and a notebook's translator all use."""
     num_beams: int = 4
     max_new_tokens: int = 64
     no_repeat_ngram_size: int = 0
@@ -30,6 +34,9 @@ class GenerationSettings:
                 raise ValueError(problem)
             if name in INTEGER_SETTINGS and not float(value).is_integer():
                 raise ValueError(f"{name} must be a whole number (got {value})")
+
+    # Each epoch's validation in --demo: greedy and short, for speed on a CPU.
+    QUICK = {"num_beams": 1, "max_new_tokens": 32}
 
     def generate_kwargs(self):
         kwargs = asdict(self)

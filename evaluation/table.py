@@ -18,7 +18,7 @@ from common.schemas import read_run_config, read_summary
 from models.bridges import layer_count
 
 from .experiments import experiment_key, seed_groups
-from .generation import decoding
+from .generation import GenerationSettings, decoding
 from .metrics import display, epoch_metrics, metric_names
 from .report import load_history
 
@@ -106,7 +106,7 @@ def table_row(path):
     config = read_run_config(run_dir / "config.json")
     m, a = config["model_config"], config["args"]
     if generation is None:
-        generation = config.get("generation") or {"num_beams": a.get("num_beams") or 4}
+        generation = config.get("generation") or vars(GenerationSettings.from_args(a))
     experiment = json.dumps([experiment_key(config), generation], sort_keys=True)
     return {"experiment": experiment, "seed": a.get("seed"), "run": run_dir.name,
             "bridge": m["bridge"], "resampler_input": m["resampler_input"],

@@ -130,7 +130,10 @@ def format_report(summary, references, hypotheses, num_samples):
         lines.append(f"{display(name).label}: {summary[name]:.{display(name).decimals}f}"
                      + (f" (95% CI {interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
                      + (f"   ({signature})" if signature else ""))
+    settings = summary["generation"]
     lines += [f"samples: {summary['num_samples']}   ({summary['samples_per_s']:.1f} samples/s)",
+              f"decoding: {decoding(settings)}   ("
+              + ", ".join(f"{k} {v}" for k, v in settings.items()) + ")",
              f"validation loss: {summary['val_loss']:.4f}   conditioning gap: "
              f"{summary['cond_gap']:.4f} (near 0 = input ignored)",
              "", "MODE COLLAPSE CHECK",

@@ -76,7 +76,7 @@ def _projection(config, d_model, input_dim):
 
 
 # The Perceiver reads token states by default: it learns more from them (docs/real_text.md). The projection baseline reads the pooled embedding, as the original guide had it.
-register_bridge("perceiver", Bridge("Perceiver", _perceiver, default_input="tokens",
+register_bridge("perceiver", Bridge("Perceiver Resampler", _perceiver, default_input="tokens",
                                     no_decay=("latents",), attention_map=True))
 register_bridge("projection", Bridge("Projection bridge", _projection, default_input="pooled",
                                      no_decay=("expanders",), fixed_layers=1))

@@ -202,7 +202,7 @@ def test_sonar_checkpoint_mismatch_names_keys(tmp_path):
 def test_smoke_test_script_passes():
     result = run_script("test_perceiver_architecture.py", "--device", "cpu", check=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("✅")]
-    for expected in ("✅ Perceiver created (9,109,760 parameters)", "✅ Forward pass successful",
+    for expected in ("✅ Perceiver Resampler created (9,109,760 parameters)", "✅ Forward pass successful",
                      "✅ Output shape correct (2, 64, 512)", "✅ Model working",
                      "✅ Gradients computed correctly", "✅ ALL TESTS PASSED!"):
         assert any(line.startswith(expected) for line in lines), (expected, result.stdout)

@@ -1,6 +1,8 @@
 """validate_perceiver_model.py, plot_training_curves.py and the results table."""
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +261,57 @@ def test_export_then_validate_gives_the_same_bleu(tiny_run, tiny_data, tmp_path)
     assert_user_error(again, "already exists and is not empty", str(exported))
 
 
+@pytest.mark.parametrize("bridge", ["perceiver", "projection"])
+def test_the_exported_card_and_decoding_say_what_validation_does(bridge, tiny_run, projection_run,
+                                                                 tiny_data, tmp_path):
+    from transformers import GenerationConfig
+    run = tiny_run[0] if bridge == "perceiver" else projection_run
+    exported = tmp_path / f"asl_{bridge}_model"
+    run_script("-m", "evaluation.export", run / "best_model.pt", exported, check=True)
+    card = (exported / "README.md").read_text().splitlines()
+    rows = {}  # the card's tables: {measure or setting: value}, the last of a repeated name
+    for line in card:
+        if line.startswith("| ") and not line.startswith("| measure") and \
+                not line.startswith("| setting"):
+            name, value = (c.strip() for c in line.strip("|").split(" | ", 1))
+            rows[name] = value
+    config = json.loads((run / "config.json").read_text())
+    model = config["model_config"]
+    assert card[0] == f"# asl_{bridge}_model"  # the folder's name, not a metric's
+    assert (f"python validate_perceiver_model.py --checkpoint asl_{bridge}_model "
+            "--features FEATURES_DIR --manifest MANIFEST.tsv --output results") in card
+    title, layers, reads = {
+        "perceiver": ("Perceiver Resampler", "2 layers", "the encoder's token states"),
+        "projection": ("Projection bridge", "1 layer", "the pooled sentence embedding")}[bridge]
+    assert rows["bridge"] == f"{title}: 8 prefix tokens, {layers}, width 64, reads {reads}"
+    assert f"a {title} turns {reads} into 8 prefix tokens" in card[2]
+    feature_dim = config["data"]["feature_dim"]
+    assert rows["input"] == f"{feature_dim}-d feature sequences, at most " \
+                            f"{model['max_frames'] or 'all'} frames"
+    best = max(json.loads((run / "training_history.json").read_text()),
+               key=lambda e: e["val_bleu"])
+    assert rows["validation BLEU"].startswith(f"{best['val_bleu']:.2f} (nrefs:1")
+    assert rows["conditioning gap"] == f"{best['cond_gap']:.3f} nats/token"
+    test = json.loads((run / "results" / "test" / "validation_summary.json").read_text())
+    assert rows["test BLEU (24 sentences, beam 4)"].startswith(f"{test['bleu']:.2f} [")
+
+    # One default decoding: the card, generation_config.json (read by transformers itself),
+    # and what validating the folder reports and uses.
+    saved = GenerationConfig.from_pretrained(exported)
+    result = validate_folder(exported, tiny_data, tmp_path / "validated")
+    used = json.loads((tmp_path / "validated" / "validation_summary.json").read_text())
+    assert used["generation"] == {k: getattr(saved, k) for k in used["generation"]}
+    assert used["generation"]["num_beams"] == 4 and saved.early_stopping is True
+    assert rows["decoding"].startswith("beam 4: num_beams 4, max_new_tokens 16, ")
+    assert f"decoding: beam 4   (num_beams 4, max_new_tokens 16, " in result.stdout
+
+
+def validate_folder(folder, data, out):
+    return run_script("validate_perceiver_model.py", "--checkpoint", folder, "--features",
+                      data / "features" / "test", "--manifest", data / "manifests" / "test.tsv",
+                      "--output", out, "--device", "cpu", check=True)
+
+
 def test_attention_plot_has_one_row_per_latent(tiny_run, projection_run, tiny_data, tmp_path):
     run, _ = tiny_run
     out = tmp_path / "v"
@@ -344,6 +397,41 @@ def test_table_columns_notes_and_bleu_by_length(tiny_run, projection_run, tmp_pa
     short = [(r, h) for _, r, h in rows if 6 <= len(r.split()) <= 10]
     expected = sacrebleu.corpus_bleu([h for _, h in short], [[r for r, _ in short]]).score
     assert f"{run}: 6-10 ({len(short)}) {expected:.2f}" in result.stdout
+
+
+THESIS_PAGE = r"""\documentclass{article}
+\usepackage{booktabs}
+\usepackage{graphicx}
+\begin{document}
+Some text of the thesis before the table.
+\input{results.tex}
+\end{document}
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("pdflatex") and shutil.which("pdftoppm")),
+                    reason="pdflatex and pdftoppm not installed (Debian: texlive-latex-base, "
+                           "texlive-latex-recommended, poppler-utils; .ci/run installs them)")
+def test_the_latex_table_compiles_and_fits_the_text_width(seed_runs, projection_run, tmp_path):
+    from matplotlib.image import imread
+    run_script("plot_training_curves.py", "--table", *seed_runs, projection_run, "--columns",
+               "all", "--bold_best", "--output", tmp_path / "results", check=True)
+    latex = (tmp_path / "results.tex").read_text()
+    assert "\\textbf{" in latex and "$\\pm$" in latex  # the best in bold, a seed group's spread
+    (tmp_path / "thesis.tex").write_text(THESIS_PAGE)
+    compiled = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                               "thesis.tex"], cwd=tmp_path, capture_output=True, text=True)
+    log = (tmp_path / "thesis.log").read_text(errors="replace")
+    assert compiled.returncode == 0, log[-3000:]
+    assert "Overfull \\hbox" not in log, log[-3000:]
+    subprocess.run(["pdftoppm", "-png", "-r", "72", "-f", "1", "-l", "1", "thesis.pdf", "page"],
+                   cwd=tmp_path, check=True)
+    page = imread(next(tmp_path.glob("page*.png")))[..., :3].mean(axis=2)  # 1 pt a pixel
+    columns = np.nonzero((page < 0.9).any(axis=0))[0]  # where anything is drawn
+    # article's text block on this paper: 345 pt wide, centred (letter: 612 pt)
+    margin = (page.shape[1] - 345) / 2
+    assert columns.min() >= margin - 2 and columns.max() <= page.shape[1] - margin + 2, (
+        columns.min(), columns.max(), page.shape)
 
 
 def test_significance_of_runs_by_split_and_as_seed_groups(seed_runs, projection_run,

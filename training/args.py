@@ -9,7 +9,7 @@ from common.errors import UserError
 from common.precision import PRECISIONS
 from data.synthetic import demo_paths
 from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
-from evaluation.generation import add_generation_args
+from evaluation.generation import GenerationSettings, add_generation_args
 from models import BRIDGES, RESAMPLER_INPUTS, T5_PRESETS
 
 from .defaults import fill_defaults
@@ -24,7 +24,7 @@ DEMO_DEFAULTS = dict(
     output_dir="runs/demo", t5_model="t5-tiny", encoder_dim=128,
     encoder_layers=2, resampler_input="tokens", hidden_dim=256, num_latents=32, num_heads=4,
     epochs=12, batch_size=32, learning_rate=1e-3, warmup_steps=100, label_smoothing=0.0,
-    num_beams=1, max_new_tokens=32, num_workers=0, device="auto")
+    **GenerationSettings.QUICK, num_workers=0, device="auto")
 
 DATA_FLAGS = ("train_features", "train_manifest", "val_features", "val_manifest")
 
@@ -186,7 +186,7 @@ def build_parser():
     opt.add_argument("--fused_adamw", action="store_true", help="fused AdamW kernel (CUDA)")
     opt.add_argument("--compile", action="store_true",
                      help="torch.compile the training forward pass (a one-off compile of a "
-                          "minute or more; measured no gain on CPU, see README Performance)")
+                          "minute or more; measured no gain on CPU: docs/performance.md)")
     opt.add_argument("--seed", type=int, default=42)
 
     evaluation = p.add_argument_group("evaluation")
