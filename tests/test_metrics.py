@@ -90,3 +90,47 @@ def test_the_validation_summary_equals_the_command_line_on_its_written_file(tiny
         sacrebleu_cli(hypotheses, references, tmp_path, "-m", "chrf")["score"], abs=1e-4)
     for name in ("bleu", "raw_bleu4", "chrf", "rouge_l"):
         assert summary[f"{name}_signature"]
+
+
+def test_verdicts_place_a_score_against_its_data_and_never_judge_a_thesis(tmp_path):
+    from data.synthetic import make_demo_data
+    from evaluation.metrics import bleu_verdict
+    from evaluation.validate import data_kind
+    assert bleu_verdict(0.4, "how2sign")[0] == bleu_verdict(0.4, "demo")[0] == "not learning"
+    assert bleu_verdict(80.0, "demo")[0] == "demo data"
+    assert [bleu_verdict(b, "how2sign")[0] for b in (5.0, 10.0, 20.0)] == [
+        "below the published How2Sign range", "within the published How2Sign range",
+        "above the published How2Sign range"]
+    assert "8.0-15.5" in bleu_verdict(10.0, "how2sign")[1]
+    assert bleu_verdict(20.0, None)[0] == "no reference range"
+    for bleu in (0.5, 5.0, 10.0, 20.0, 80.0):
+        for data in ("demo", "how2sign", None):
+            assert "thesis" not in " ".join(bleu_verdict(bleu, data)).lower()
+    # which data a manifest is: the demo's marks itself, How2Sign's by its name or columns
+    make_demo_data(tmp_path / "demo", num_train=4, num_val=2, num_test=2)
+    assert data_kind(tmp_path / "demo" / "manifests" / "test.tsv") == "demo"
+    how2sign = tmp_path / "how2sign_realigned_test.csv"
+    how2sign.write_text("VIDEO_ID\tVIDEO_NAME\tSENTENCE_ID\tSENTENCE_NAME\tSTART_REALIGNED\t"
+                        "END_REALIGNED\tSENTENCE\n")
+    assert data_kind(how2sign) == "how2sign"
+    mine = tmp_path / "mine.tsv"
+    mine.write_text("id\tsentence\n1\thello\n")
+    assert data_kind(mine) is None
+
+
+def test_a_collapse_in_the_first_epochs_is_a_note_that_says_when_to_worry():
+    from types import SimpleNamespace
+
+    from training.engine import EARLY_EPOCHS, report_epoch
+    lines = []
+    for epoch in (1, EARLY_EPOCHS + 1):
+        record = {"epoch": epoch, "train_loss": 5.0, "val_loss": 5.0, "val_bleu": 0.0,
+                  "cond_gap": 0.5, "lr": 1e-3, "epoch_time_s": 1.0, "samples_per_s": 10.0,
+                  "samples": [], "nonfinite_steps": 0, "step": 10 * epoch,
+                  "most_common": "the", "most_common_pct": 90.0}
+        report_epoch(record, True, [record], SimpleNamespace(epochs=9, resampler_input="tokens"),
+                     lines.append)
+    early, late = [line for line in lines if "mode collapse" in line]
+    assert early.startswith("  note: mode collapse: 'the' is 90% of validation outputs "
+                            "(expected in the first epochs") and f"past epoch {EARLY_EPOCHS}" in early
+    assert late == "  warning: mode collapse: 'the' is 90% of validation outputs"

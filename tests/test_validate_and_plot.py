@@ -45,6 +45,10 @@ def test_validation_report_summary_and_bleu(tiny_run, tiny_data, tmp_path):
     assert summary["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     assert summary["diversity"]["total"] == 24
     assert "wrote" in result.stdout
+    # the demo data: no published range to place the score in, and no judgement of a thesis
+    expected = "not learning" if summary["bleu"] < 1 else "demo data"
+    assert summary["verdict"] == expected and f"{expected.upper()} - " in result.stdout
+    assert "thesis" not in result.stdout.lower()
 
 
 def test_batched_generation_equals_batch_size_one(tiny_run, tiny_data, tmp_path):
