@@ -9,19 +9,19 @@
 import argparse
 from pathlib import Path
 
-from common.errors import UserError, cli_main, quiet_ctrl_c_until_main
+from sonar_t5.common.errors import UserError, cli_main, quiet_ctrl_c_until_main
 
 if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits without a traceback
     quiet_ctrl_c_until_main()
 
-from common.files import atomic_write
-from evaluation.metrics import metric_names
-from evaluation.report import (bleu_by_length, check_figure_path, check_parent_dir,
+from sonar_t5.common.files import atomic_write
+from sonar_t5.evaluation.metrics import metric_names
+from sonar_t5.evaluation.report import (bleu_by_length, check_figure_path, check_parent_dir,
                                format_summary, history_groups, load_history,
                                plot_bleu_by_length, plot_comparison, plot_run, summarize,
                                system_name)
-from evaluation.table import column_names, results_table, to_latex, to_markdown
-from evaluation.significance import read_outputs
+from sonar_t5.evaluation.table import column_names, results_table, to_latex, to_markdown
+from sonar_t5.evaluation.significance import read_outputs
 
 
 def parse_args(argv=None):

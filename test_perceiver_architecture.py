@@ -9,8 +9,8 @@ import argparse
 import sys
 import time
 
-from common.cpu import wait_politely_if_shared
-from common.errors import quiet_ctrl_c_until_main
+from sonar_t5.common.cpu import wait_politely_if_shared
+from sonar_t5.common.errors import quiet_ctrl_c_until_main
 
 if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits without a traceback
     quiet_ctrl_c_until_main()
@@ -18,14 +18,14 @@ wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy on
 
 import torch
 
-from common.cli import check_flag_ranges
-from common.device import resolve_device
-from common.errors import UserError, cli_main
-from models import BRIDGES, SONAR_DIM, T5_PRESETS
-from models.build import build_encoder, build_model, load_t5_and_tokenizer
-from models.bridges import build_bridge
-from models.sonar_t5 import SonarT5Config
-from training.defaults import defaults_line, fill_defaults
+from sonar_t5.common.cli import check_flag_ranges
+from sonar_t5.common.device import resolve_device
+from sonar_t5.common.errors import UserError, cli_main
+from sonar_t5.models import BRIDGES, SONAR_DIM, T5_PRESETS
+from sonar_t5.models.build import build_encoder, build_model, load_t5_and_tokenizer
+from sonar_t5.models.bridges import build_bridge
+from sonar_t5.models.sonar_t5 import SonarT5Config
+from sonar_t5.training.defaults import defaults_line, fill_defaults
 
 SENTENCES = ["i'm going to show you how to fold the paper carefully",
              "now we are going to cut the edges"]
@@ -67,7 +67,7 @@ def parse_args(argv):
     fill_defaults(args, decoder)  # the bridge training chooses for that decoder
     if decoder != args.t5_model:
         args.defaults["t5_model"] = f"{decoder} (as {args.t5_model}: its shape, offline)"
-    check_flag_ranges(args)  # the ranges every script shares (common/cli.py)
+    check_flag_ranges(args)  # the ranges every script shares (sonar_t5/common/cli.py)
     return args
 
 

@@ -6,18 +6,18 @@
         --train_manifest ... --val_features ... --val_manifest ... --output_dir runs/x
 
 main() below is the whole run, top to bottom. Each step is one call into a package:
-flags (training/args.py), the output directory and its lock (training/output_dir.py), data
-and model (training/setup.py), the frozen-encoder cache on disk (data/encoder_cache/),
-one epoch of training or evaluation (training/engine.py), checkpoints and resume
-(training/state.py).
+flags (sonar_t5/training/args.py), the output directory and its lock (sonar_t5/training/output_dir.py), data
+and model (sonar_t5/training/setup.py), the frozen-encoder cache on disk (sonar_t5/data/encoder_cache/),
+one epoch of training or evaluation (sonar_t5/training/engine.py), checkpoints and resume
+(sonar_t5/training/state.py).
 """
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from common.cpu import wait_politely_if_shared
-from common.errors import quiet_ctrl_c_until_main
+from sonar_t5.common.cpu import wait_politely_if_shared
+from sonar_t5.common.errors import quiet_ctrl_c_until_main
 
 if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits without a traceback
     quiet_ctrl_c_until_main()
@@ -25,26 +25,26 @@ wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy on
 
 import torch
 
-from common.errors import cli_main
-from common.precision import guard_t5_fp16
-from common.progress import progress
-from data.encoder_cache import cached_loaders
-from evaluation.generation import GenerationSettings
-from evaluation.validate import RESULTS_DIR, score_best_checkpoint
-from models.checkpoint import load_model
-from training.args import parse_args
-from training.defaults import choose_warmup_steps, defaults_line
-from training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
-from training.engine import (StepSettings, epoch_record, evaluate, report_epoch,
+from sonar_t5.common.errors import cli_main
+from sonar_t5.common.precision import guard_t5_fp16
+from sonar_t5.common.progress import progress
+from sonar_t5.data.encoder_cache import cached_loaders
+from sonar_t5.evaluation.generation import GenerationSettings
+from sonar_t5.evaluation.validate import RESULTS_DIR, score_best_checkpoint
+from sonar_t5.models.checkpoint import load_model
+from sonar_t5.training.args import parse_args
+from sonar_t5.training.defaults import choose_warmup_steps, defaults_line
+from sonar_t5.training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
+from sonar_t5.training.engine import (StepSettings, epoch_record, evaluate, report_epoch,
                              train_one_epoch)
-from training.mfu import FlopsMeter, peak_flops
-from training.optim import build_optimization, plan_time_budget
-from training.output_dir import OutputDir
-from training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
+from sonar_t5.training.mfu import FlopsMeter, peak_flops
+from sonar_t5.training.optim import build_optimization, plan_time_budget
+from sonar_t5.training.output_dir import OutputDir
+from sonar_t5.training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
                             run_config, wrap_for_training)
-from training.state import (TrainState, check_resume, exit_during_scoring, exit_interrupted,
+from sonar_t5.training.state import (TrainState, check_resume, exit_during_scoring, exit_interrupted,
                             ignore_further_stops, restore_progress, save_progress)
-from training.tracking import Tracker
+from sonar_t5.training.tracking import Tracker
 
 
 @cli_main
@@ -208,7 +208,7 @@ def print_next_steps(args, state, history, scored):
     if scored:
         lines += [f"python plot_training_curves.py --table {out / RESULTS_DIR / split} "
                   f"--output {out / 'results_table'}",
-                  f"python -m evaluation.significance BASELINE_RUN {out} --split {split}"
+                  f"python -m sonar_t5.evaluation.significance BASELINE_RUN {out} --split {split}"
                   "   # BASELINE_RUN: another run scored on the same split"]
     lines.append(f"python validate_perceiver_model.py --checkpoint {out / 'best_model.pt'} "
                  f"--features {features} --manifest {manifest} --output "

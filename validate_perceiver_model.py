@@ -6,8 +6,8 @@
 """
 import argparse
 
-from common.cpu import wait_politely_if_shared
-from common.errors import quiet_ctrl_c_until_main
+from sonar_t5.common.cpu import wait_politely_if_shared
+from sonar_t5.common.errors import quiet_ctrl_c_until_main
 
 if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits without a traceback
     quiet_ctrl_c_until_main()
@@ -15,15 +15,15 @@ wait_politely_if_shared()  # before torch loads: OpenMP reads its wait policy on
 
 import torch
 
-from common.cli import HelpFormatter, check_flag_ranges
-from common.errors import UserError, cli_main
-from common.files import check_output_dir_usable
-from common.precision import PRECISIONS
-from evaluation.attention import check_attention_plot, write_attention_plots
-from data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
-from evaluation.generation import GenerationSettings, add_generation_args
-from evaluation.translate import load_translator
-from evaluation.validate import (format_report, validate_checkpoint, validation_dataset,
+from sonar_t5.common.cli import HelpFormatter, check_flag_ranges
+from sonar_t5.common.errors import UserError, cli_main
+from sonar_t5.common.files import check_output_dir_usable
+from sonar_t5.common.precision import PRECISIONS
+from sonar_t5.evaluation.attention import check_attention_plot, write_attention_plots
+from sonar_t5.data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
+from sonar_t5.evaluation.generation import GenerationSettings, add_generation_args
+from sonar_t5.evaluation.translate import load_translator
+from sonar_t5.evaluation.validate import (format_report, validate_checkpoint, validation_dataset,
                                  write_results)
 
 
@@ -32,7 +32,7 @@ def build_parser():
                                 formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="best_model.pt or last_model.pt, or a folder exported from one "
-                        "(python -m evaluation.export)")
+                        "(python -m sonar_t5.evaluation.export)")
     p.add_argument("--features", required=True, help="directory of feature files")
     p.add_argument("--manifest", required=True, help="TSV manifest with references")
     p.add_argument("--output", default="validation_results",

@@ -1,5 +1,5 @@
 """Two training runs on the same CPU cores: epoch time alone, side by side before and after
-the shared-CPU default (common/cpu.py).
+the shared-CPU default (sonar_t5/common/cpu.py).
 
     python -m benchmarks.cpu_sharing        # about 12 minutes on 2 cores
 
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from data.synthetic import demo_paths, make_demo_data
+from sonar_t5.data.synthetic import demo_paths, make_demo_data
 
 LIBRARY_DEFAULT = {"SONAR_T5_CPU_SHARING": "off"}  # OpenMP's default wait policy, as before
 EXPLICIT_SPIN = {"GOMP_SPINCOUNT": "300000"}

@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.checkpoint_io import save_checkpoint
-from data.dataset import FeatureDataset
-from data.encoder_cache import samples_hash
-from models.encoders import CONVERTED_KIND
-from models.feature_encoder import FeatureEncoder, FeatureEncoderConfig, save_feature_encoder
-from models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
+from sonar_t5.common.checkpoint_io import save_checkpoint
+from sonar_t5.data.dataset import FeatureDataset
+from sonar_t5.data.encoder_cache import samples_hash
+from sonar_t5.models.encoders import CONVERTED_KIND
+from sonar_t5.models.feature_encoder import FeatureEncoder, FeatureEncoderConfig, save_feature_encoder
+from sonar_t5.models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("show you how to fold cut paint the paper board brush carefully now we are going "

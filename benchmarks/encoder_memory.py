@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from common.precision import autocast
-from models.build import build_model, load_t5_and_tokenizer
-from models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
-from training.optim import build_optimizer
+from sonar_t5.common.precision import autocast
+from sonar_t5.models.build import build_model, load_t5_and_tokenizer
+from sonar_t5.models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
+from sonar_t5.training.optim import build_optimizer
 
 TEXTS = ["i'm going to show you how to fold the paper carefully",
          "now we are going to cut the edges with the small scissors"] * 20

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.dataset import Collator, FeatureDataset, make_loader
-from models.tokenizer import train_tokenizer
+from sonar_t5.data.dataset import Collator, FeatureDataset, make_loader
+from sonar_t5.models.tokenizer import train_tokenizer
 
 
 def peak_rss_mb():

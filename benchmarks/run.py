@@ -22,24 +22,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.device import resolve_device
-from data.dataset import Collator, FeatureDataset, LengthGroupedBatchSampler, make_loader, padding_waste
-from common.precision import autocast, resolve_precision
-from data.dataset import model_inputs
-from data.encoder_cache import cached_loaders
-from evaluation.generation import GenerationSettings, run_evaluation
-from models.build import build_encoder, build_model
-from models.feature_encoder import save_feature_encoder
-from models.t5_decoder import load_t5
-from models.tokenizer import train_tokenizer
-from training.args import build_parser
-from training.defaults import PRETRAINED
-from training.distributed import Dist, Runtime
-from training.engine import StepSettings, evaluate, train_one_epoch
-from training.mfu import FlopsMeter, peak_flops
-from training.optim import build_optimization
-from training.setup import wrap_for_training
-from training.state import TrainState
+from sonar_t5.common.device import resolve_device
+from sonar_t5.data.dataset import Collator, FeatureDataset, LengthGroupedBatchSampler, make_loader, padding_waste
+from sonar_t5.common.precision import autocast, resolve_precision
+from sonar_t5.data.dataset import model_inputs
+from sonar_t5.data.encoder_cache import cached_loaders
+from sonar_t5.evaluation.generation import GenerationSettings, run_evaluation
+from sonar_t5.models.build import build_encoder, build_model
+from sonar_t5.models.feature_encoder import save_feature_encoder
+from sonar_t5.models.t5_decoder import load_t5
+from sonar_t5.models.tokenizer import train_tokenizer
+from sonar_t5.training.args import build_parser
+from sonar_t5.training.defaults import PRETRAINED
+from sonar_t5.training.distributed import Dist, Runtime
+from sonar_t5.training.engine import StepSettings, evaluate, train_one_epoch
+from sonar_t5.training.mfu import FlopsMeter, peak_flops
+from sonar_t5.training.optim import build_optimization
+from sonar_t5.training.setup import wrap_for_training
+from sonar_t5.training.state import TrainState
 
 WORDS = ("show you how to fold cut paint the paper board brush carefully now we are going "
          "first make sure this is a small large clean wooden").split()

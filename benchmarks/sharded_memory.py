@@ -26,13 +26,13 @@ from types import SimpleNamespace
 
 import torch
 
-from common.precision import autocast
-from models.build import build_model, load_t5_and_tokenizer
-from models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
-from training.distributed import Runtime, init_distributed
-from training.optim import build_optimizer
-from training.setup import wrap_for_training
-from training.sharding import shard
+from sonar_t5.common.precision import autocast
+from sonar_t5.models.build import build_model, load_t5_and_tokenizer
+from sonar_t5.models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
+from sonar_t5.training.distributed import Runtime, init_distributed
+from sonar_t5.training.optim import build_optimizer
+from sonar_t5.training.setup import wrap_for_training
+from sonar_t5.training.sharding import shard
 
 TEXTS = ["i'm going to show you how to fold the paper carefully",
          "now we are going to cut the edges with the small scissors"] * 20

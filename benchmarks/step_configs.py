@@ -11,7 +11,7 @@ benchmarks.text_data), so every step is a real sentence of real length.
 """
 from pathlib import Path
 
-from common.errors import UserError
+from sonar_t5.common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,8 +74,8 @@ def guide_t5(work, data):
     if not (path / "spiece.model").is_file():
         from transformers import T5ForConditionalGeneration
 
-        from models.t5_decoder import preset_config
-        from models.tokenizer import train_tokenizer
+        from sonar_t5.models.t5_decoder import preset_config
+        from sonar_t5.models.tokenizer import train_tokenizer
         config = preset_config("scratch-t5-small", vocab_size=32128)  # t5-small's shape
         T5ForConditionalGeneration(config).save_pretrained(path)
         rows = (Path(data) / "manifests" / "train.tsv").read_text().splitlines()[1:]

@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from common.errors import cli_main
-from training.args import parse_args
-from training.distributed import Dist, Runtime
-from training.engine import StepSettings, train_one_epoch
-from training.mfu import FlopsMeter
-from training.optim import build_optimization
-from training.setup import build_new_model, make_loaders, open_datasets
-from training.state import TrainState
+from sonar_t5.common.errors import cli_main
+from sonar_t5.training.args import parse_args
+from sonar_t5.training.distributed import Dist, Runtime
+from sonar_t5.training.engine import StepSettings, train_one_epoch
+from sonar_t5.training.mfu import FlopsMeter
+from sonar_t5.training.optim import build_optimization
+from sonar_t5.training.setup import build_new_model, make_loaders, open_datasets
+from sonar_t5.training.state import TrainState
 
 from .step_configs import CONFIGS, step_data
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common.errors import UserError, cli_main
+from sonar_t5.common.errors import UserError, cli_main
 
 from .step_configs import CONFIGS, ROOT, batch_size, step_data
 

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.errors import UserError, cli_main
+from sonar_t5.common.errors import UserError, cli_main
 
 ROOT = Path(__file__).resolve().parents[1]  # the scripts' directory
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserError, cli_main
+from sonar_t5.common.errors import UserError, cli_main
 
 SPLITS = (("train", 6400), ("val", 800), ("test", 800))
 SENTENCE = re.compile(r"^[A-Za-z][A-Za-z ,'\-]*$")  # words and light punctuation only

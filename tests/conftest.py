@@ -33,10 +33,10 @@ import torch
 if ONE_THREAD:
     torch.set_num_threads(1)
 
-from data.synthetic import make_demo_data
-from models import FeatureEncoder, FeatureEncoderConfig
-from models.build import build_encoder, build_model, load_t5_and_tokenizer
-from models.feature_encoder import save_feature_encoder
+from sonar_t5.data.synthetic import make_demo_data
+from sonar_t5.models import FeatureEncoder, FeatureEncoderConfig
+from sonar_t5.models.build import build_encoder, build_model, load_t5_and_tokenizer
+from sonar_t5.models.feature_encoder import save_feature_encoder
 
 from .processes import ENV, ROOT, run_python  # noqa: F401 - ENV and ROOT: for the tests
 # A model small enough to train in seconds on 2 CPU cores.
@@ -69,7 +69,7 @@ def run_script(*args, timeout=600, check=False, own_process=False):
 
 
 def _toolkit_command(module):
-    """A module of this repository with a main() (the scripts, python -m evaluation.export, ...)."""
+    """A module of this repository with a main() (the scripts, python -m sonar_t5.evaluation.export, ...)."""
     top = module.split(".")[0]
     return (ROOT / f"{top}.py").is_file() or (ROOT / top / "__init__.py").is_file()
 

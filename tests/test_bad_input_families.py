@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.cli import FLAG_RANGES, check_flag_ranges
-from common.cpu import wait_politely_if_shared
-from common.errors import UserError
-from data.dataset import FeatureDataset
-from data.features import load_features
-from models.checkpoint import load_checkpoint, load_model
+from sonar_t5.common.cli import FLAG_RANGES, check_flag_ranges
+from sonar_t5.common.cpu import wait_politely_if_shared
+from sonar_t5.common.errors import UserError
+from sonar_t5.data.dataset import FeatureDataset
+from sonar_t5.data.features import load_features
+from sonar_t5.models.checkpoint import load_checkpoint, load_model
 
 from .conftest import (Payload, assert_user_error, data_args, run_patched, run_script,
                        train, train_argv)
@@ -130,7 +130,7 @@ def test_every_range_in_the_table_is_checked(flag):
 
 def test_every_numeric_flag_of_the_scripts_is_in_the_table():
     from test_perceiver_architecture import build_parser as build_smoke_test_parser
-    from training.args import build_parser
+    from sonar_t5.training.args import build_parser
     from validate_perceiver_model import build_parser as build_validate_parser
     numeric = {a.dest for parser in (build_parser(), build_validate_parser(),
                                      build_smoke_test_parser())
@@ -353,7 +353,7 @@ def test_a_sample_too_long_for_memory_is_named_with_the_fix(tiny_data, tmp_path)
     shutil.copytree(tiny_data, data)
     np.save(data / "features" / "train" / "train_00007.npy",
             np.random.default_rng(0).standard_normal((2000, 16)).astype(np.float32))
-    patch = ("import torch\nfrom models.sonar_t5 import SonarT5\n_prefix = SonarT5.prefix\n"
+    patch = ("import torch\nfrom sonar_t5.models.sonar_t5 import SonarT5\n_prefix = SonarT5.prefix\n"
              "def prefix(self, inputs, input_mask, encoded=False):\n"
              "    if inputs.shape[1] > 1000:\n"
              "        raise RuntimeError('[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
@@ -385,8 +385,8 @@ def test_checkpoints_that_are_not_whole(tiny_run, tiny_data, tmp_path):
 
 def test_a_t5_directory_with_bad_weights_is_one_line_and_runs_no_code(tiny_data, tmp_path):
     from transformers import T5ForConditionalGeneration
-    from models.t5_decoder import preset_config
-    from models.tokenizer import train_tokenizer
+    from sonar_t5.models.t5_decoder import preset_config
+    from sonar_t5.models.tokenizer import train_tokenizer
     tokenizer = train_tokenizer([r for r in open(tiny_data / "manifests" / "train.tsv")], 200)
     t5_dir = tmp_path / "t5"
     T5ForConditionalGeneration(preset_config("t5-tiny", tokenizer.vocab_size)).save_pretrained(t5_dir)
@@ -429,7 +429,7 @@ def test_outputs_are_readable_by_colleagues_and_warnings_are_one_line(tiny_data,
 
 # -- 8. sharing the CPU ----------------------------------------------------------------------
 def test_openmp_waits_passively_only_when_the_cpu_is_shared(monkeypatch):
-    import common.cpu as cpu
+    import sonar_t5.common.cpu as cpu
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SONAR_T5_CPU_SHARING"):
         monkeypatch.delenv(name, raising=False)
     assert cpu.other_runnable_threads() >= 0  # read from /proc/loadavg, this process excluded

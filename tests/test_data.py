@@ -1,4 +1,4 @@
-"""data/: every manifest layout, feature formats, sampler, demo data, and bad input."""
+"""sonar_t5/data/: every manifest layout, feature formats, sampler, demo data, and bad input."""
 import hashlib
 import shutil
 import sys
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from data.dataset import FeatureDataset, LengthGroupedBatchSampler, padding_waste
-from data.features import load_features, subsample
-from data.manifest import read_manifest
-from data.synthetic import make_demo_data
+from sonar_t5.data.dataset import FeatureDataset, LengthGroupedBatchSampler, padding_waste
+from sonar_t5.data.features import load_features, subsample
+from sonar_t5.data.manifest import read_manifest
+from sonar_t5.data.synthetic import make_demo_data
 
 from .conftest import TINY_MODEL, assert_user_error, data_args, run_script
 
@@ -268,7 +268,7 @@ def test_ssvp_slt_feature_layout_and_manifest(tmp_path):
 
 
 def test_a_workers_thread_cut_off_by_the_main_process_stopping_prints_nothing(capsys):
-    from data.loader import quiet_when_the_main_process_left
+    from sonar_t5.data.loader import quiet_when_the_main_process_left
 
     def report(error):  # as multiprocessing's resource sharer reports: sys.excepthook(*exc_info)
         try:

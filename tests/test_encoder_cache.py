@@ -9,10 +9,10 @@ import shutil
 import pytest
 import torch
 
-import data.encoder_cache.build as cache_build
-from common.errors import UserError
-from data.dataset import Collator, FeatureDataset, make_loader
-from data.encoder_cache import cached_loaders
+import sonar_t5.data.encoder_cache.build as cache_build
+from sonar_t5.common.errors import UserError
+from sonar_t5.data.dataset import Collator, FeatureDataset, make_loader
+from sonar_t5.data.encoder_cache import cached_loaders
 
 from .conftest import assert_user_error, run_patched, run_script, train, train_argv
 
@@ -133,7 +133,7 @@ def test_killed_build_is_not_a_cache_and_the_next_run_rebuilds(tiny_data, sonar_
     argv = train_argv(tiny_data, tmp_path / "run", "--sonar_checkpoint", sonar_checkpoint,
                       "--freeze_encoder", "--epochs", "1", "--encoder_cache_dir", root)
     die_midway = (  # SIGKILL once 40 of the 96 samples are encoded
-        "import os, signal, data.encoder_cache.build as c\n"
+        "import os, signal, sonar_t5.data.encoder_cache.build as c\n"
         "encode = c.encode_all\n"
         "def dying(*a, **k):\n"
         "    for n, item in enumerate(encode(*a, **k)):\n"
@@ -144,7 +144,7 @@ def test_killed_build_is_not_a_cache_and_the_next_run_rebuilds(tiny_data, sonar_
     assert killed.returncode == -9
     left = [p.name for p in root.iterdir() if p.is_dir()]
     assert len(left) == 1 and left[0].startswith(".building-"), left
-    listing = run_script("-m", "data.encoder_cache", "list", "--encoder_cache_dir", root,
+    listing = run_script("-m", "sonar_t5.data.encoder_cache", "list", "--encoder_cache_dir", root,
                          check=True).stdout
     assert "unfinished build" in listing
 
@@ -154,15 +154,15 @@ def test_killed_build_is_not_a_cache_and_the_next_run_rebuilds(tiny_data, sonar_
     entries = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert len(entries) == 2 and not any(e.startswith(".") for e in entries)
 
-    listing = run_script("-m", "data.encoder_cache", "list", "--encoder_cache_dir", root,
+    listing = run_script("-m", "sonar_t5.data.encoder_cache", "list", "--encoder_cache_dir", root,
                          check=True).stdout
     assert "2 caches" in listing and "96 samples" in listing and "24 samples" in listing
     assert str(tmp_path / "run") in listing  # which run used it
-    cleared = run_script("-m", "data.encoder_cache", "clear", entries[0],
+    cleared = run_script("-m", "sonar_t5.data.encoder_cache", "clear", entries[0],
                          "--encoder_cache_dir", root, check=True).stdout
     assert f"removed {entries[0]}" in cleared
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == entries[1:]
-    run_script("-m", "data.encoder_cache", "clear", "--all", "--encoder_cache_dir", root,
+    run_script("-m", "sonar_t5.data.encoder_cache", "clear", "--all", "--encoder_cache_dir", root,
                check=True)
     assert [p for p in root.iterdir() if p.is_dir()] == []
 

@@ -14,8 +14,11 @@ SCRIPTS = ("train_sonar_with_t5", "validate_perceiver_model", "plot_training_cur
            "test_perceiver_architecture")
 
 
+LIBRARY = "sonar_t5"  # the installed package: the layers below benchmarks live in it
+
+
 def package_of(module):
-    top = module.split(".")[0]
+    top = module.removeprefix(LIBRARY + ".").split(".")[0]
     return "scripts" if top in SCRIPTS else top
 
 
@@ -46,8 +49,11 @@ def project_imports(root, path, module):
 def import_graph(root):
     graph = {}
     for package in LAYERS:
-        for path in sorted((root / package).glob("*.py")):
-            module = package if path.stem == "__init__" else f"{package}.{path.stem}"
+        name = package if package == "benchmarks" else f"{LIBRARY}.{package}"
+        folder = root / name.replace(".", "/")
+        for path in sorted(folder.glob("**/*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            module = ".".join(parts[:-1] if path.stem == "__init__" else parts)
             graph[module] = project_imports(root, path, module)
     for script in SCRIPTS:
         if (root / f"{script}.py").is_file():
@@ -88,12 +94,14 @@ def test_no_import_cycles():
 
 
 def test_the_checks_find_a_function_level_upward_import_and_a_cycle(tmp_path):
+    library = tmp_path / LIBRARY
     for package in ("common", "models", "training"):
-        (tmp_path / package).mkdir()
-    (tmp_path / "training" / "engine.py").write_text("")
-    (tmp_path / "common" / "a.py").write_text("def f():\n    from training import engine\n")
-    (tmp_path / "models" / "b.py").write_text("from .c import x\n")
-    (tmp_path / "models" / "c.py").write_text("def g():\n    from models.b import y\n")
+        (library / package).mkdir(parents=True)
+    (library / "training" / "engine.py").write_text("")
+    (library / "common" / "a.py").write_text("def f():\n    from sonar_t5.training import "
+                                             "engine\n")
+    (library / "models" / "b.py").write_text("from .c import x\n")
+    (library / "models" / "c.py").write_text("def g():\n    from sonar_t5.models.b import y\n")
     graph = import_graph(tmp_path)
-    assert upward_imports(graph) == ["common.a imports training.engine"]
-    assert import_cycles(graph) == ["models.b -> models.c -> models.b"]
+    assert upward_imports(graph) == ["sonar_t5.common.a imports sonar_t5.training.engine"]
+    assert import_cycles(graph) == ["sonar_t5.models.b -> sonar_t5.models.c -> sonar_t5.models.b"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 from rouge_score import rouge_scorer
 
-from evaluation.metrics import translation_metrics
+from sonar_t5.evaluation.metrics import translation_metrics
 
 from .conftest import run_script
 
@@ -93,9 +93,9 @@ def test_the_validation_summary_equals_the_command_line_on_its_written_file(tiny
 
 
 def test_verdicts_place_a_score_against_its_data_and_never_judge_a_thesis(tmp_path):
-    from data.synthetic import make_demo_data
-    from evaluation.metrics import bleu_verdict
-    from evaluation.validate import data_kind
+    from sonar_t5.data.synthetic import make_demo_data
+    from sonar_t5.evaluation.metrics import bleu_verdict
+    from sonar_t5.evaluation.validate import data_kind
     assert bleu_verdict(0.4, "how2sign")[0] == bleu_verdict(0.4, "demo")[0] == "not learning"
     assert bleu_verdict(80.0, "demo")[0] == "demo data"
     assert [bleu_verdict(b, "how2sign")[0] for b in (5.0, 10.0, 20.0)] == [
@@ -121,7 +121,7 @@ def test_verdicts_place_a_score_against_its_data_and_never_judge_a_thesis(tmp_pa
 def test_a_collapse_in_the_first_epochs_is_a_note_that_says_when_to_worry():
     from types import SimpleNamespace
 
-    from training.engine import EARLY_EPOCHS, report_epoch
+    from sonar_t5.training.engine import EARLY_EPOCHS, report_epoch
     lines = []
     for epoch in (1, EARLY_EPOCHS + 1):
         record = {"epoch": epoch, "train_loss": 5.0, "val_loss": 5.0, "val_bleu": 0.0,

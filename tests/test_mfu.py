@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from training import mfu
-from training.mfu import FlopsMeter, measured_matmul_flops, peak_flops
+from sonar_t5.training import mfu
+from sonar_t5.training.mfu import FlopsMeter, measured_matmul_flops, peak_flops
 
 
 def test_flops_of_a_step_are_counted_once_from_the_model():

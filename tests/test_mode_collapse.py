@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from data.dataset import Collator, FeatureDataset, make_loader
-from evaluation.generation import GenerationSettings, run_evaluation
-from models.checkpoint import load_model
+from sonar_t5.data.dataset import Collator, FeatureDataset, make_loader
+from sonar_t5.evaluation.generation import GenerationSettings, run_evaluation
+from sonar_t5.models.checkpoint import load_model
 
 from .conftest import run_script, train
 

@@ -1,4 +1,4 @@
-"""models/: masks, attention, T5 equivalence, generation, checkpoints, tokenizer, freezing."""
+"""sonar_t5/models/: masks, attention, T5 equivalence, generation, checkpoints, tokenizer, freezing."""
 
 import pytest
 import torch
@@ -6,13 +6,13 @@ import torch.nn.functional as F
 from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from common.errors import UserError
-from models import PerceiverResampler, ProjectionBridge, FeatureEncoder, FeatureEncoderConfig
-from models.build import build_model
-from models.checkpoint import load_checkpoint, load_model, save_model
-from models.encoders import load_encoder
-from models.feature_encoder import save_feature_encoder
-from models.tokenizer import Tokenizer, train_tokenizer
+from sonar_t5.common.errors import UserError
+from sonar_t5.models import PerceiverResampler, ProjectionBridge, FeatureEncoder, FeatureEncoderConfig
+from sonar_t5.models.build import build_model
+from sonar_t5.models.checkpoint import load_checkpoint, load_model, save_model
+from sonar_t5.models.encoders import load_encoder
+from sonar_t5.models.feature_encoder import save_feature_encoder
+from sonar_t5.models.tokenizer import Tokenizer, train_tokenizer
 
 from .conftest import TEXTS, assert_user_error, run_script
 
@@ -224,7 +224,7 @@ def test_hub_t5_without_network_is_a_one_line_error():
 
 
 def test_contrastive_loss_picks_each_prefix_own_text(tiny_model):
-    from models.sonar_t5 import ContrastiveHeads
+    from sonar_t5.models.sonar_t5 import ContrastiveHeads
     model, _ = tiny_model
     torch.manual_seed(0)
     heads = ContrastiveHeads(d_model=128, dim=16)
@@ -254,7 +254,7 @@ def test_contrastive_loss_picks_each_prefix_own_text(tiny_model):
 def test_perceiver_fused_attention_equals_the_explicit_weights():
     """Training runs PyTorch's scaled_dot_product_attention with the padding mask; the
     attention plots compute the weights themselves: the same outputs and gradients."""
-    from models.perceiver import PerceiverResampler
+    from sonar_t5.models.perceiver import PerceiverResampler
     torch.manual_seed(0)
     model = PerceiverResampler(input_dim=32, hidden_dim=64, output_dim=48, num_latents=8,
                                num_layers=2, num_heads=4, dim_head=16)

@@ -1,15 +1,15 @@
 """One home per idea: a third bridge is one register_bridge() call, a new metric one change in
-evaluation/metrics.py; old checkpoints and files keep loading under the new names."""
+sonar_t5/evaluation/metrics.py; old checkpoints and files keep loading under the new names."""
 import json
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from models import FeatureEncoder, FeatureEncoderConfig, SonarT5Config
-from models.checkpoint import load_checkpoint
-from models.encoders import load_encoder
-from models.feature_encoder import save_feature_encoder
+from sonar_t5.models import FeatureEncoder, FeatureEncoderConfig, SonarT5Config
+from sonar_t5.models.checkpoint import load_checkpoint
+from sonar_t5.models.encoders import load_encoder
+from sonar_t5.models.feature_encoder import save_feature_encoder
 
 from .conftest import assert_user_error, train_argv
 from .processes import run_python
@@ -32,7 +32,7 @@ def validate_with(patch, run, data, output, *extra):
 TOY_BRIDGE = '''
 import torch
 from torch import nn
-from models import Bridge, register_bridge
+from sonar_t5.models import Bridge, register_bridge
 
 class MeanBridge(nn.Module):
     """The mean of the encoder states, projected to T5's width, plus a learned vector per
@@ -84,7 +84,7 @@ def test_a_third_bridge_registered_in_this_file_trains_validates_and_tables(tiny
 
 
 TOY_METRIC = '''
-import evaluation.metrics as metrics
+import sonar_t5.evaluation.metrics as metrics
 measured = metrics.translation_metrics
 def with_toy(hypotheses, references):
     return {**measured(hypotheses, references), "toy": 0.5}

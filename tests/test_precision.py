@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from common.errors import UserError
-from models.t5_decoder import load_t5
-from common.precision import guard_t5_fp16, resolve_precision
+from sonar_t5.common.errors import UserError
+from sonar_t5.models.t5_decoder import load_t5
+from sonar_t5.common.precision import guard_t5_fp16, resolve_precision
 
 from .conftest import train
 

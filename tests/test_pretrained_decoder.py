@@ -10,8 +10,8 @@ import json
 import pytest
 from transformers import T5Config, T5ForConditionalGeneration
 
-from data.synthetic import make_demo_data
-from models.tokenizer import train_tokenizer
+from sonar_t5.data.synthetic import make_demo_data
+from sonar_t5.models.tokenizer import train_tokenizer
 
 from .conftest import TEXTS, data_args, run_patched
 

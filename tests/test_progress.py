@@ -1,8 +1,8 @@
 """Progress where stderr is a file (a scheduler's log): plain lines, not redrawn frames."""
 import io
 
-from common import progress as progress_module
-from common.progress import progress
+from sonar_t5.common import progress as progress_module
+from sonar_t5.common.progress import progress
 
 
 def test_a_bar_drawn_into_a_file_is_plain_lines(monkeypatch):

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.dataset import Collator, FeatureDataset, make_loader
-from evaluation.generation import GenerationSettings, run_evaluation
-from evaluation.metrics import diversity, translation_metrics
-from models.checkpoint import load_checkpoint, load_model
-from models.feature_encoder import save_feature_encoder
-from models import FeatureEncoder, FeatureEncoderConfig
+from sonar_t5.data.dataset import Collator, FeatureDataset, make_loader
+from sonar_t5.evaluation.generation import GenerationSettings, run_evaluation
+from sonar_t5.evaluation.metrics import diversity, translation_metrics
+from sonar_t5.models.checkpoint import load_checkpoint, load_model
+from sonar_t5.models.feature_encoder import save_feature_encoder
+from sonar_t5.models import FeatureEncoder, FeatureEncoderConfig
 
 from .conftest import ROOT, assert_user_error, run_patched, run_script, train_argv
 from .processes import start_python
@@ -131,7 +131,7 @@ def test_sigint_saves_mid_epoch_and_resume_finishes(tiny_data, tmp_path):
 
 NAN_LOSS = """
 import torch
-from models.sonar_t5 import SonarT5
+from sonar_t5.models.sonar_t5 import SonarT5
 _forward, _calls = SonarT5.forward, []
 def forward(self, *a, **k):
     _calls.append(1)
@@ -230,19 +230,19 @@ def test_every_torch_load_is_weights_only():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if "torch.load(" in line and "weights_only=True" not in line:
                 where = f"{path.relative_to(ROOT)}:{number}"
-                if path.relative_to(ROOT).as_posix() == "models/convert_sonar_checkpoint.py":
+                if path.relative_to(ROOT).as_posix() == "sonar_t5/models/convert_sonar_checkpoint.py":
                     unsafe.append(where)
                 else:
                     offenders.append(where)
     assert not offenders, offenders
     assert len(unsafe) == 1, unsafe  # read_trusted(), called only under --trust_pickle
-    source = (ROOT / "models" / "convert_sonar_checkpoint.py").read_text()
+    source = (ROOT / "sonar_t5" / "models" / "convert_sonar_checkpoint.py").read_text()
     assert "if args.trust_pickle:\n        ckpt = read_trusted(args.checkpoint)" in source
     assert source.count("read_trusted(") == 2  # its definition and that one call
 
 
 def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write(tmp_path):
-    from common.files import atomic_write
+    from sonar_t5.common.files import atomic_write
 
     def write(f):
         f.write(b"first half ")

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.config_file import read_config_file
-from common.errors import UserError
-from data.dataset import Collator, FeatureDataset, make_loader
-from data.encoder_cache import cached_loaders
-from evaluation.export import export
-from models.checkpoint import load_checkpoint, load_model
+from sonar_t5.common.config_file import read_config_file
+from sonar_t5.common.errors import UserError
+from sonar_t5.data.dataset import Collator, FeatureDataset, make_loader
+from sonar_t5.data.encoder_cache import cached_loaders
+from sonar_t5.evaluation.export import export
+from sonar_t5.models.checkpoint import load_checkpoint, load_model
 
 from .conftest import ENV, ROOT, assert_user_error, run_patched, run_script, train, train_argv
 from .processes import DDP_WATCH, descendants, patched_script, run_python, start_python
@@ -101,7 +101,7 @@ def test_cache_clear_removes_only_caches_it_made(tiny_model, tiny_data, tmp_path
     (lookalike / "data.bin").write_bytes(b"\x00" * 10)
     foreign = {p: tree(p) if p.is_dir() else p.read_bytes()
                for p in (root / "my_results", root / "notes.txt", lookalike)}
-    cli = ["-m", "data.encoder_cache"]
+    cli = ["-m", "sonar_t5.data.encoder_cache"]
     listed = run_script(*cli, "list", "--encoder_cache_dir", root, check=True).stdout
     assert f"{root}: 1 cache," in listed and entry.name in listed
     assert "also here, not caches (never cleared): " in listed
@@ -148,12 +148,12 @@ def test_training_on_a_cache_overwritten_with_random_bytes_stops(tiny_data, sona
         states.write_bytes(np.random.default_rng(1).bytes(states.stat().st_size))
     result = train(tiny_data, tmp_path / "second", *frozen, check=False)
     assert_user_error(result, "damaged encoder cache: the states of sample",
-                      "python -m data.encoder_cache clear")
+                      "python -m sonar_t5.data.encoder_cache clear")
     assert not (tmp_path / "second").exists()
 
 
 NAN_LOSS = """
-from models.sonar_t5 import SonarT5
+from sonar_t5.models.sonar_t5 import SonarT5
 _forward, _calls, bad = SonarT5.forward, [], {BAD}
 def forward(self, *a, **k):
     _calls.append(1)
@@ -245,7 +245,7 @@ def test_sigterm_to_a_torchrun_job_stops_every_process_at_one_step(tiny_data, tm
 # A validation of batches of 1 s each, in epoch 2: each batch's start (pid, time) is a line of
 # the marker file.
 SLOW_VALIDATION = """
-import os, time, evaluation.generation as generation
+import os, time, sonar_t5.evaluation.generation as generation
 _generate = generation.generate_texts
 def generate_texts(*args, **kwargs):
     if os.path.exists({epoch_1!r}):
@@ -400,7 +400,7 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 
 
 def test_config_files_that_are_not_utf8_or_are_alias_bombs(tmp_path):
-    from training.args import build_parser
+    from sonar_t5.training.args import build_parser
     latin1, bomb = tmp_path / "latin1.yaml", tmp_path / "bomb.yaml"
     latin1.write_bytes(b"learning_rate: 1e-4\nseed: caf\xe9\n")
     bomb.write_text(ALIAS_BOMB)
@@ -519,7 +519,7 @@ def test_resume_after_a_half_written_log_line(tiny_data, tmp_path):
 
 
 CTRL_C_AT_STEP_13 = """
-import os, signal, training.engine as engine
+import os, signal, sonar_t5.training.engine as engine
 step = engine.optimizer_step
 def step_then_ctrl_c(optimization, state, *args):
     norm = step(optimization, state, *args)

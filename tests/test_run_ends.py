@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from models.checkpoint import load_checkpoint
+from sonar_t5.models.checkpoint import load_checkpoint
 
 from .conftest import ENV, ROOT, run_script, train_argv
 from .processes import DDP_WATCH, ProcessTree, patched_script, start_python
@@ -111,7 +111,7 @@ def test_a_bad_test_file_at_the_end_of_training_ends_the_run(bad_data, tiny_data
 # Errors met elsewhere while the workers wait for work: in collate (run by a worker) and in
 # the training step (the main process).
 COLLATE_FAILS = """
-from data.dataset import Collator
+from sonar_t5.data.dataset import Collator
 _call, _calls = Collator.__call__, []
 def call(self, rows):
     _calls.append(1)
@@ -121,7 +121,7 @@ def call(self, rows):
 Collator.__call__ = call
 """
 STEP_FAILS = """
-import training.engine as engine
+import sonar_t5.training.engine as engine
 _step, _steps = engine.optimizer_step, []
 def step(*args, **kwargs):
     _steps.append(1)
@@ -146,7 +146,7 @@ def test_an_unexpected_error_with_workers_up_ends_every_process(patch, message, 
 
 WORKER_KILLED_IN_EPOCH_2 = """
 import os, signal, torch.utils.data
-from data.dataset import FeatureDataset
+from sonar_t5.data.dataset import FeatureDataset
 _get = FeatureDataset.__getitem__
 def get(self, i):
     if torch.utils.data.get_worker_info() is not None and os.path.exists({last!r}):
@@ -226,9 +226,9 @@ def test_ctrl_c_during_the_imports_is_one_word(tmp_path):
 def test_every_user_error_comes_back_from_a_worker_as_itself():
     """PyTorch re-raises a worker's error as type(error)(its traceback's text): each kind of
     UserError must take one message, or it comes back as a RuntimeError (a traceback, exit 1)."""
-    import data.encoder_cache.reader  # noqa: F401 - the modules that define UserErrors
-    import training.engine  # noqa: F401
-    from common.errors import UserError, one_line
+    import sonar_t5.data.encoder_cache.reader  # noqa: F401 - the modules that define UserErrors
+    import sonar_t5.training.engine  # noqa: F401
+    from sonar_t5.common.errors import UserError, one_line
 
     kinds, found = [UserError], []
     while kinds:

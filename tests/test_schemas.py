@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from common.errors import UserError
-from common.schemas import HISTORY_RECORD, RUN_CONFIG, SUMMARY, read_checked
+from sonar_t5.common.errors import UserError
+from sonar_t5.common.schemas import HISTORY_RECORD, RUN_CONFIG, SUMMARY, read_checked
 
 from .conftest import assert_user_error, run_script
 
@@ -66,7 +66,7 @@ def test_significance_and_the_table_on_a_damaged_run_config_are_one_line(run_cop
                                                                          tmp_path, change,
                                                                          fragment):
     rewrite(run_copy / "config.json", change)
-    assert_user_error(run_script("-m", "evaluation.significance", tiny_run[0], run_copy),
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", tiny_run[0], run_copy),
                       fragment, str(run_copy / "config.json"))
     assert_user_error(run_script("plot_training_curves.py", "--table", run_copy,
                                  "--output", tmp_path / "table"), fragment)
@@ -74,7 +74,7 @@ def test_significance_and_the_table_on_a_damaged_run_config_are_one_line(run_cop
 
 def test_significance_on_a_summary_that_is_a_list_is_one_line(run_copy, tiny_run):
     rewrite(run_copy / "results" / "test" / "validation_summary.json", lambda s: [s])
-    assert_user_error(run_script("-m", "evaluation.significance", tiny_run[0], run_copy),
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", tiny_run[0], run_copy),
                       "validation_summary.json holds a JSON list, not an object")
 
 

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from common.checkpoint_io import load_checkpoint
-from training.sharding import load_optimizer_state
+from sonar_t5.common.checkpoint_io import load_checkpoint
+from sonar_t5.training.sharding import load_optimizer_state
 
 from .conftest import run_script, train_argv
 from .test_reliability_families import (STOPPABLE, log_lines, same_run, stopped_by_the_group,
@@ -147,7 +147,7 @@ def test_validation_leaves_the_units_as_training_set_them(tiny_model, tmp_path):
     import torch.distributed as torch_dist
     from torch.distributed.tensor import DTensor
 
-    from training.sharding import shard, whole_weights
+    from sonar_t5.training.sharding import shard, whole_weights
 
     torch_dist.init_process_group("gloo", store=torch_dist.FileStore(str(tmp_path / "store"), 1),
                                   rank=0, world_size=1)

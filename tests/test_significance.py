@@ -4,8 +4,8 @@ import random
 import numpy as np
 import pytest
 
-from data.synthetic import make_sentence
-from evaluation.significance import confidence_intervals, paired_tests
+from sonar_t5.data.synthetic import make_sentence
+from sonar_t5.evaluation.significance import confidence_intervals, paired_tests
 
 from .conftest import assert_user_error, run_script
 
@@ -64,17 +64,17 @@ def test_the_command_compares_systems_and_refuses_different_splits(tmp_path):
     ids = [f"s{n}" for n in range(60)]
     base = write_outputs(tmp_path / "base", ids, refs, damaged(refs, 2, 4))
     other = write_outputs(tmp_path / "other", ids, refs, damaged(refs, 20, 5))
-    result = run_script("-m", "evaluation.significance", base, other, "--n_samples", 200,
+    result = run_script("-m", "sonar_t5.evaluation.significance", base, other, "--n_samples", 200,
                         check=True)
     assert "BLEU (95% interval from 200 bootstrap resamples" in result.stdout
     assert f"{other}" in result.stdout and "p = " in result.stdout
     shorter = write_outputs(tmp_path / "shorter", ids[:50], refs[:50], refs[:50])
-    assert_user_error(run_script("-m", "evaluation.significance", base, shorter),
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", base, shorter),
                       "scored 50 sentences", "60")
     moved = write_outputs(tmp_path / "moved", ids[1:] + ids[:1], refs[1:] + refs[:1], refs)
-    assert_user_error(run_script("-m", "evaluation.significance", base, moved),
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", base, moved),
                       "differ at sentence 1", "same split")
-    assert_user_error(run_script("-m", "evaluation.significance", base, tmp_path / "none"),
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", base, tmp_path / "none"),
                       "no translations.txt")
 
 
@@ -83,7 +83,7 @@ def test_the_command_compares_systems_and_refuses_different_splits(tmp_path):
 def test_bad_flags_are_one_line(tmp_path, flags, fragment):
     base = write_outputs(tmp_path / "base", ["a"], ["x y"], ["x y"])
     extra = [] if not flags else [base]
-    assert_user_error(run_script("-m", "evaluation.significance", base, *extra, *flags),
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", base, *extra, *flags),
                       fragment)
 
 
@@ -106,7 +106,7 @@ def test_translations_files_the_command_cannot_read_are_one_line(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "translations.txt").write_bytes(content)
         for pair in ([tmp_path / name, tmp_path / name], [good, tmp_path / name]):
-            assert_user_error(run_script("-m", "evaluation.significance", *pair), fragment,
+            assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", *pair), fragment,
                               str(tmp_path / name / "translations.txt"))
 
 
@@ -114,6 +114,6 @@ def test_a_reference_holding_line_separators_reads_back_whole(tmp_path):
     refs = ["a line\u2028separator inside", "next\x85line", "form\x0cfeed and\x1cfile sep"]
     base = write_outputs(tmp_path / "base", ["a", "b", "c"], refs, refs)
     other = write_outputs(tmp_path / "other", ["a", "b", "c"], refs, ["x", "y", "z"])
-    result = run_script("-m", "evaluation.significance", base, other, "--n_samples", 20,
+    result = run_script("-m", "sonar_t5.evaluation.significance", base, other, "--n_samples", 20,
                         check=True)
     assert "p = " in result.stdout

@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import T5Config, T5Model
 
-from common.errors import UserError
-from models.checkpoint import load_model
-from models.encoders import load_encoder
-from models.sonar_asl_encoder import ssvp_state_dict
+from sonar_t5.common.errors import UserError
+from sonar_t5.models.checkpoint import load_model
+from sonar_t5.models.encoders import load_encoder
+from sonar_t5.models.sonar_asl_encoder import ssvp_state_dict
 
 from .conftest import Payload, assert_user_error, run_script, train
 
@@ -156,18 +156,18 @@ def test_a_file_with_a_pickled_config_is_refused_then_converted_then_trains(tiny
     refused = train(tiny_data, tmp_path / "run", "--sonar_checkpoint", path, "--epochs", "1",
                     check=False)
     assert_user_error(refused, "refused to load checkpoint", "argparse.Namespace",
-                      "python -m models.convert_sonar_checkpoint", "--trust_pickle")
+                      "python -m sonar_t5.models.convert_sonar_checkpoint", "--trust_pickle")
     assert not (tmp_path / "run").exists()
-    without_flag = run_script("-m", "models.convert_sonar_checkpoint", path, tmp_path / "c.pt")
+    without_flag = run_script("-m", "sonar_t5.models.convert_sonar_checkpoint", path, tmp_path / "c.pt")
     assert_user_error(without_flag, "refused to load checkpoint", "--trust_pickle")
     converted = tmp_path / "converted.pt"
-    result = run_script("-m", "models.convert_sonar_checkpoint", path, converted,
+    result = run_script("-m", "sonar_t5.models.convert_sonar_checkpoint", path, converted,
                         "--trust_pickle", check=True)
     assert "unpickling" in result.stdout and "d_model 64, 2 + 2 layers" in result.stdout
     assert torch.load(converted, weights_only=True)["kind"] == "sonar_asl_encoder"
     train(tiny_data, tmp_path / "run", "--sonar_checkpoint", converted, "--freeze_encoder",
           "--epochs", "1")
-    again = run_script("-m", "models.convert_sonar_checkpoint", path, converted, "--trust_pickle")
+    again = run_script("-m", "sonar_t5.models.convert_sonar_checkpoint", path, converted, "--trust_pickle")
     assert_user_error(again, "output file exists")
 
 
@@ -179,7 +179,7 @@ def test_a_malicious_pickle_never_runs_without_the_trust_flag(tiny_data, tmp_pat
     assert_user_error(result, "refused to load checkpoint")
     result = run_script("test_perceiver_architecture.py", "--sonar_checkpoint", path)
     assert_user_error(result, "refused to load checkpoint")
-    result = run_script("-m", "models.convert_sonar_checkpoint", path, tmp_path / "c.pt")
+    result = run_script("-m", "sonar_t5.models.convert_sonar_checkpoint", path, tmp_path / "c.pt")
     assert_user_error(result, "refused to load checkpoint")
     assert not marker.exists() and not (tmp_path / "c.pt").exists()
 

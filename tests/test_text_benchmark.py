@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import text_benchmark, text_data
-from common.errors import UserError
+from sonar_t5.common.errors import UserError
 
 SYNOPSES = [
     "fast array facility to the Python language",

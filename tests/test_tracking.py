@@ -6,8 +6,8 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from common.errors import UserError
-from training.args import parse_args
+from sonar_t5.common.errors import UserError
+from sonar_t5.training.args import parse_args
 
 from .conftest import ROOT, run_patched, train_argv
 
@@ -35,7 +35,7 @@ def test_step_log_and_tensorboard_continue_after_a_kill_without_duplicates(tiny_
     assert record["epoch"] == 1 and record["loss"] > 0 and record["grad_norm"] > 0
 
     kill_after_step_10 = (  # logged past the checkpoint of step 6, then SIGKILL
-        "import os, signal, training.tracking as t\n"
+        "import os, signal, sonar_t5.training.tracking as t\n"
         "log = t.Tracker.log_step\n"
         "def log_then_die(self, record):\n"
         "    log(self, record)\n"
@@ -119,7 +119,7 @@ def test_logs_of_a_run_killed_before_its_first_checkpoint_do_not_block_the_next(
     out = tmp_path / "run"
     argv = train_argv(tiny_data, out, "--log_every", "2", "--report_to", "tensorboard",
                       "--epochs", "1")
-    kill_at_step_2 = ("import os, signal, training.tracking as t\n"
+    kill_at_step_2 = ("import os, signal, sonar_t5.training.tracking as t\n"
                       "log = t.Tracker.log_step\n"
                       "def log_then_die(self, record):\n"
                       "    log(self, record)\n"
@@ -135,7 +135,7 @@ def test_logs_of_a_run_killed_before_its_first_checkpoint_do_not_block_the_next(
 
 
 def test_resume_may_change_logging_but_not_what_the_run_learns():
-    from training.state import TRAINING_STATE, check_resume
+    from sonar_t5.training.state import TRAINING_STATE, check_resume
     run = parse_args(DATA + ["--output_dir", "x"])
     ckpt = {**{key: None for key in TRAINING_STATE}, "train_args": vars(run)}
     logging = parse_args(DATA + ["--output_dir", "x", "--resume", "--log_every", "10",

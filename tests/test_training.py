@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint, load_model
+from sonar_t5.models.checkpoint import load_checkpoint, load_model
 
 from .conftest import TINY_MODEL, assert_user_error, data_args, run_script, train
 from .processes import start_python
@@ -27,7 +27,7 @@ def test_two_epochs_write_every_file_with_documented_keys(tiny_run):
     assert [r["epoch"] for r in history] == [1, 2]
     assert all(HISTORY_KEYS <= set(r) for r in history)
     assert all(len(r["samples"]) == 3 for r in history)
-    assert all(0 < r["mfu"] < 1 for r in history)  # of the measured peak (training/mfu.py)
+    assert all(0 < r["mfu"] < 1 for r in history)  # of the measured peak (sonar_t5/training/mfu.py)
     assert "MFU against a peak of" in result.stdout
     assert f"samples/s, MFU {history[-1]['mfu']:.1%})" in result.stdout
     config = json.loads((out / "config.json").read_text())

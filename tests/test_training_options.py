@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from data.synthetic import make_demo_data
-from models.checkpoint import load_model
+from sonar_t5.data.synthetic import make_demo_data
+from sonar_t5.models.checkpoint import load_model
 
 from .conftest import train
 
@@ -71,7 +71,7 @@ def test_compile_trains_like_the_eager_model(tiny_data, tmp_path):
 def test_schedule_without_a_budget_is_transformers_linear_schedule():
     from transformers import get_linear_schedule_with_warmup
 
-    from training.optim import Schedule
+    from sonar_t5.training.optim import Schedule
     schedule = Schedule(warmup=10, total=100, decay_start=10)
     reference = get_linear_schedule_with_warmup(
         torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 10, 100)
@@ -80,7 +80,7 @@ def test_schedule_without_a_budget_is_transformers_linear_schedule():
 
 
 def test_schedule_with_a_budget_holds_the_peak_then_decays_over_the_plan():
-    from training.optim import Schedule, epochs_in_budget
+    from sonar_t5.training.optim import Schedule, epochs_in_budget
     schedule = Schedule(warmup=4)  # total unknown until the first epoch is timed
     assert [schedule.factor(s) for s in (0, 2, 4, 50)] == [0.0, 0.5, 1.0, 1.0]
     schedule.decay_start, schedule.total = 50, 150
@@ -121,7 +121,7 @@ def test_contrastive_weight_trains_the_heads_and_the_checkpoint_loads(tiny_data,
 
 
 def test_the_perceiver_reads_token_states_by_default_the_projection_the_pooled_embedding():
-    from training.args import parse_args
+    from sonar_t5.training.args import parse_args
     data = ["--train_features", "f", "--train_manifest", "m", "--val_features", "f",
             "--val_manifest", "m", "--output_dir", "o"]
     assert parse_args(data).resampler_input == "tokens"

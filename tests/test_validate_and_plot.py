@@ -224,7 +224,7 @@ def test_seed_group_is_one_row_with_mean_and_std(seed_runs, projection_run, tmp_
 
 
 def test_seed_groups_in_compare_are_labelled_with_their_runs(seed_runs, projection_run):
-    from evaluation.report import history_groups
+    from sonar_t5.evaluation.report import history_groups
     groups = history_groups([*seed_runs, projection_run])
     assert {label: len(h) for label, h in groups.items()} == {
         "seed1, seed2, tiny_perceiver (mean of 3 seeds)": 3, "tiny_projection": 1}
@@ -234,7 +234,7 @@ def test_export_then_validate_gives_the_same_bleu(tiny_run, tiny_data, tmp_path)
     from safetensors import safe_open
     run, _ = tiny_run
     exported = tmp_path / "exported"
-    run_script("-m", "evaluation.export", run / "best_model.pt", exported, check=True)
+    run_script("-m", "sonar_t5.evaluation.export", run / "best_model.pt", exported, check=True)
     assert sorted(p.name for p in exported.iterdir()) == [
         "README.md", "config.json", "generation_config.json", "model.safetensors",
         "spiece.model"]
@@ -261,7 +261,7 @@ def test_export_then_validate_gives_the_same_bleu(tiny_run, tiny_data, tmp_path)
         summaries.append(json.loads((out / "validation_summary.json").read_text()))
     for key in ("bleu", "chrf", "val_loss", "cond_gap", "generation"):
         assert summaries[0][key] == summaries[1][key], key
-    again = run_script("-m", "evaluation.export", run / "best_model.pt", exported)
+    again = run_script("-m", "sonar_t5.evaluation.export", run / "best_model.pt", exported)
     assert_user_error(again, "already exists and is not empty", str(exported))
 
 
@@ -271,7 +271,7 @@ def test_the_exported_card_and_decoding_say_what_validation_does(bridge, tiny_ru
     from transformers import GenerationConfig
     run = tiny_run[0] if bridge == "perceiver" else projection_run
     exported = tmp_path / f"asl_{bridge}_model"
-    run_script("-m", "evaluation.export", run / "best_model.pt", exported, check=True)
+    run_script("-m", "sonar_t5.evaluation.export", run / "best_model.pt", exported, check=True)
     card = (exported / "README.md").read_text().splitlines()
     rows = {}  # the card's tables: {measure or setting: value}, the last of a repeated name
     for line in card:
@@ -307,7 +307,7 @@ def test_the_exported_card_and_decoding_say_what_validation_does(bridge, tiny_ru
     assert used["generation"] == {k: getattr(saved, k) for k in used["generation"]}
     assert used["generation"]["num_beams"] == 4 and saved.early_stopping is True
     assert rows["decoding"].startswith("beam 4: num_beams 4, max_new_tokens 16, ")
-    assert f"decoding: beam 4   (num_beams 4, max_new_tokens 16, " in result.stdout
+    assert "decoding: beam 4   (num_beams 4, max_new_tokens 16, " in result.stdout
 
 
 def validate_folder(folder, data, out):
@@ -356,8 +356,8 @@ def test_training_ends_with_val_and_test_scored_as_the_validate_script_scores(
 
 
 def test_translate_from_python_as_the_validate_script_does(tiny_run, tiny_data):
-    from data.features import load_features
-    from evaluation.translate import load_translator
+    from sonar_t5.data.features import load_features
+    from sonar_t5.evaluation.translate import load_translator
     run, _ = tiny_run
     rows = read_translations(run / "results" / "test" / "translations.txt")[:6]
     arrays = [load_features(tiny_data / "features" / "test" / f"{sample_id}.npy").numpy()
@@ -441,10 +441,10 @@ def test_the_latex_table_compiles_and_fits_the_text_width(seed_runs, projection_
 def test_significance_of_runs_by_split_and_as_seed_groups(seed_runs, projection_run,
                                                           tiny_data, tmp_path):
     run = seed_runs[-1]
-    result = run_script("-m", "evaluation.significance", projection_run, run, "--n_samples",
+    result = run_script("-m", "sonar_t5.evaluation.significance", projection_run, run, "--n_samples",
                         "50", check=True)
     assert f"{projection_run}" in result.stdout and "p = " in result.stdout
-    assert_user_error(run_script("-m", "evaluation.significance",
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance",
                                  projection_run / "results" / "val", run),
                       "was scored on", "test.tsv", "same split")
     # The three seeds scored greedily are one system, beside the same seeds' beam search.
@@ -452,25 +452,25 @@ def test_significance_of_runs_by_split_and_as_seed_groups(seed_runs, projection_
     for seed_run in seed_runs:
         greedy.append(tmp_path / seed_run.name)
         validate(seed_run, tiny_data, greedy[-1], "--num_beams", "1", "--num_samples", "0")
-    result = run_script("-m", "evaluation.significance", *greedy, *seed_runs,
+    result = run_script("-m", "sonar_t5.evaluation.significance", *greedy, *seed_runs,
                         "--n_samples", "50", check=True)
     assert result.stdout.count("(3 seeds)") == 4  # two systems, BLEU and chrF
     scores = [json.loads((g / "validation_summary.json").read_text())["bleu"] for g in greedy]
     mean = sum(scores) / 3
     std = (sum((s - mean) ** 2 for s in scores) / 2) ** 0.5
     assert f"seeds: {mean:.2f} ± {std:.2f} (n=3)" in result.stdout
-    assert_user_error(run_script("-m", "evaluation.significance", *greedy, *seed_runs[:2]),
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", *greedy, *seed_runs[:2]),
                       "seed groups of different sizes")
-    assert_user_error(run_script("-m", "evaluation.significance", *seed_runs),
+    assert_user_error(run_script("-m", "sonar_t5.evaluation.significance", *seed_runs),
                       "a seed of one experiment", "--seeds_apart")
-    apart = run_script("-m", "evaluation.significance", *seed_runs[:2], "--seeds_apart",
+    apart = run_script("-m", "sonar_t5.evaluation.significance", *seed_runs[:2], "--seeds_apart",
                        "--n_samples", "20", check=True)
     assert "(n=" not in apart.stdout and apart.stdout.count("p = ") == 2
 
 
 def test_the_python_api_refuses_bad_arguments_by_name(tiny_run, monkeypatch):
     import torch
-    from evaluation.translate import load_translator
+    from sonar_t5.evaluation.translate import load_translator
     checkpoint = tiny_run[0] / "best_model.pt"
     translator = load_translator(checkpoint, "cpu")
     d, good = translator.input_dim, [np.zeros((3, translator.input_dim), np.float32)]
