@@ -20,7 +20,7 @@ python -m benchmarks.run --device cuda --num_train 1024 --num_val 256 --num_gene
     --batch_size 32 --output "$out/benchmark.json"
 # the same with an encoder of the SONAR ASL encoder's shape (1024 x 24)
 python -m benchmarks.run --device cuda --num_train 1024 --num_val 256 --num_generate 1000 \
-    --batch_size 32 --encoder_dim 1024 --encoder_layers 24 --output "$out/benchmark_sonar_scale.json"
+    --batch_size 32 --encoder_d_model 1024 --encoder_layers 24 --output "$out/benchmark_sonar_scale.json"
 # memory per GPU, DDP vs --sharding fsdp, the 752M encoder unfrozen (two processes: two GPUs)
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
     python -m benchmarks.sharded_memory --gradient_checkpointing --output "$out/sharded_memory.json"

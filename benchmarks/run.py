@@ -1,10 +1,10 @@
 """Throughput benchmark on How2Sign-shaped synthetic data, side by side in one run.
 
     python -m benchmarks.run [--device cpu|cuda] [--num_train 64 --num_val 32 --batch_size 8]
-                             [--encoder_dim 512 --encoder_layers 4]
+                             [--encoder_d_model 512 --encoder_layers 4]
 
 A t5-small-shaped T5 from scratch (32,128-token vocabulary, no download), the original guide's Perceiver,
-a 768-d -> encoder_dim x encoder_layers encoder; features (T, 768) with T drawn from 100-500.
+a 768-d -> encoder_d_model x encoder_layers encoder; features (T, 768) with T drawn from 100-500.
 Measures training samples/s (unfrozen; frozen without and with the encoder cache; with fused
 AdamW and torch.compile), validation samples/s (one at a time vs batched, greedy and beam 4),
 data loading with 0 and 2 workers, the time split of a training epoch, padding waste and peak
@@ -230,7 +230,7 @@ def main(argv=None):
     p.add_argument("--val_beams", type=int, default=4,
                    help="beam size of the per-epoch validation in the training runs (the "
                         "training default)")
-    p.add_argument("--encoder_dim", type=int, default=512,
+    p.add_argument("--encoder_d_model", type=int, default=512,
                    help="encoder width (512 x 4 = what train_sonar_with_t5.py builds without "
                         "--sonar_checkpoint; ssvp_slt's SONAR ASL encoder, a t5-v1_1-large "
                         "encoder, is 1024 x 24)")
@@ -249,13 +249,13 @@ def main(argv=None):
             FeatureDataset(root / "val.tsv", root / "val"))
     tokenizer = train_tokenizer(sets[0].texts, vocab_size=60)
     torch.manual_seed(0)
-    encoder = build_encoder(None, 768, d_model=args.encoder_dim, num_layers=args.encoder_layers,
-                            num_heads=max(1, args.encoder_dim // 64))
+    encoder = build_encoder(None, 768, d_model=args.encoder_d_model, num_layers=args.encoder_layers,
+                            num_heads=max(1, args.encoder_d_model // 64))
     save_feature_encoder(encoder, root / "sonar.pt")
     r = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
          f"cpu ({torch.get_num_threads()} threads)", "precision": precision,
          "num_train": args.num_train, "num_val": args.num_val, "batch_size": args.batch_size,
-         "val_beams": args.val_beams, "encoder": f"{args.encoder_dim} x {args.encoder_layers}",
+         "val_beams": args.val_beams, "encoder": f"{args.encoder_d_model} x {args.encoder_layers}",
          "encoder_params": sum(p.numel() for p in encoder.parameters())}
 
     lengths = sets[0].lengths

@@ -42,7 +42,7 @@ from .processes import ENV, ROOT, run_python  # noqa: F401 - ENV and ROOT: for t
 # A model small enough to train in seconds on 2 CPU cores.
 # The vocabulary is left to the rule for a decoder trained from scratch (at least 200 pieces,
 # at most what the text supports).
-TINY_MODEL = ["--t5_model", "t5-tiny", "--encoder_dim", "32",
+TINY_MODEL = ["--t5_model", "t5-tiny", "--encoder_d_model", "32",
               "--encoder_layers", "1", "--hidden_dim", "64", "--num_latents", "8",
               "--num_heads", "4", "--batch_size", "16", "--learning_rate", "1e-3",
               "--warmup_steps", "5", "--num_workers", "0", "--device", "cpu",

@@ -142,7 +142,7 @@ def test_every_numeric_flag_of_the_scripts_is_in_the_table():
     (["--max_grad_norm", "-1"], "--max_grad_norm must be above 0 (got -1.0)"),
     (["--learning_rate", "nan"], "--learning_rate must be at least 0 (got nan)"),
     (["--num_beams", "0"], "--num_beams must be at least 1"),
-    (["--encoder_dim", "12"], "--encoder_dim 12 is not a multiple of 8"),
+    (["--encoder_d_model", "12"], "--encoder_d_model 12 is not a multiple of 8"),
     (["--eval_batch_size", "-1"], "--eval_batch_size must be at least 1"),
     (["--test_manifest", "x.tsv"], "--test_features and --test_manifest go together"),
 ])

@@ -176,7 +176,7 @@ def test_freeze_really_freezes(tiny_model):
     for k, v in model.encoder.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
     counts = model.parameter_counts()
-    assert counts["trainable"] == counts["bridge"] + counts["t5_decoder"]
+    assert counts["trainable"] == counts["bridge"] + counts["t5"]
 
 
 def test_t5_encoder_is_dropped(tiny_model):

@@ -134,3 +134,46 @@ def test_old_names_still_load(tmp_path):
     assert config.resampler_input == "pooled"  # checkpoints without it read pooled
     assert SonarT5Config(encoder={}, t5={}, bridge="projection").resampler_input == "pooled"
     assert SonarT5Config(encoder={}, t5={}).resampler_input == "tokens"  # the bridge's own
+
+
+def test_a_projection_bridge_saved_when_its_latents_were_expanders_loads(tmp_path):
+    """Checkpoints and exports (safetensors) from before the rename."""
+    import safetensors.torch
+
+    from sonar_t5.models.projection_bridge import ProjectionBridge
+    torch.manual_seed(0)
+    saved, fresh = (ProjectionBridge(input_dim=16, hidden_dim=8, output_dim=8, num_latents=4,
+                                     num_heads=2) for _ in range(2))
+    old = {k.replace("latents", "expanders"): v for k, v in saved.state_dict().items()}
+    assert "expanders" in old and "latents" not in old
+    fresh.load_state_dict(old)  # strict: every key matched
+    assert torch.equal(fresh.latents, saved.latents)
+    model = torch.nn.Sequential(fresh)
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file({f"0.{k}": v.contiguous() for k, v in old.items()}, path)
+    torch.nn.init.zeros_(fresh.latents)
+    safetensors.torch.load_model(model, path)
+    assert torch.equal(fresh.latents, saved.latents)
+
+
+def test_the_old_name_of_a_renamed_flag_still_works_everywhere(tiny_run, tiny_data, tmp_path):
+    """--encoder_dim is --encoder_d_model now: on a command line, in a config file, and in
+    the train_args of a checkpoint or config.json written before."""
+    from sonar_t5.common.schemas import read_run_config
+    from sonar_t5.models.checkpoint import load_model
+    from sonar_t5.training.args import parse_args
+    data = [str(x) for x in train_argv(tiny_data, tmp_path / "run")[:8]]
+    data += ["--output_dir", str(tmp_path / "run")]
+    assert parse_args([*data, "--encoder_dim", "64"]).encoder_d_model == 64
+    config = tmp_path / "old.yaml"
+    config.write_text("encoder_dim: 48\n")
+    assert parse_args([*data, "--config", str(config)]).encoder_d_model == 48
+    run, _ = tiny_run
+    old = torch.load(run / "best_model.pt", weights_only=True)
+    old["train_args"]["encoder_dim"] = old["train_args"].pop("encoder_d_model")
+    torch.save(old, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt")[2]["train_args"]["encoder_d_model"] == 32
+    written = json.loads((run / "config.json").read_text())
+    written["args"]["encoder_dim"] = written["args"].pop("encoder_d_model")
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    assert read_run_config(tmp_path / "config.json")["args"]["encoder_d_model"] == 32

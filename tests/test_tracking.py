@@ -107,7 +107,7 @@ def test_shipped_configs_reproduce_the_original_guides_runs(name):
                 # tests/test_defaults.py)
                 "scratch_decoder": dict(t5_model="t5-tiny", time_budget=15, learning_rate=1e-3,
                                         batch_size=32, hidden_dim=128, num_latents=16,
-                                        num_heads=4, encoder_dim=128, encoder_layers=2,
+                                        num_heads=4, encoder_d_model=128, encoder_layers=2,
                                         normalize_features=True, vocab_size=None,
                                         warmup_steps=None)}[name]
     assert {k: getattr(args, k) for k in expected} == expected

@@ -113,7 +113,7 @@ def test_contrastive_weight_trains_the_heads_and_the_checkpoint_loads(tiny_data,
     train(tiny_data, out, "--epochs", "1", "--contrastive_weight", "0.5")
     model, _, ckpt = load_model(out / "last_model.pt")
     assert model.config.contrastive_dim == 128
-    assert model.parameter_counts()["contrastive_heads"] == 2 * (128 * 128 + 128)
+    assert model.parameter_counts()["contrastive"] == 2 * (128 * 128 + 128)
     names = [g["name"] for g in ckpt["optimizer"]["param_groups"]]
     assert names[-2:] == ["contrastive", "contrastive_no_decay"]
     first = history(out)[0]

@@ -45,13 +45,23 @@ def _plain(number):
 AT_LEAST_0, AT_LEAST_1, ABOVE_0 = Range(0), Range(1), Range(0, low_open=True)
 PROBABILITY = Range(0, 1, high_open=True)
 
+# Flags renamed since runs were first written, {old: new}: old command lines (an alias),
+# config files, and the train_args of older checkpoints and config.json files still work.
+RENAMED_FLAGS = {"encoder_dim": "encoder_d_model"}  # the config's name for a width: d_model
+
+
+def with_current_flag_names(flags):
+    """{flag: value} with any old flag name replaced by its current one."""
+    return {RENAMED_FLAGS.get(k, k): v for k, v in flags.items()}
+
+
 # Every numeric flag of every script, by its name: one table, checked by check_flag_ranges().
 FLAG_RANGES = {
     # data
     "max_frames": AT_LEAST_0, "max_target_length": Range(2), "num_workers": AT_LEAST_0,
     "num_threads": AT_LEAST_0,
     # model
-    "encoder_dim": Range(8), "encoder_layers": AT_LEAST_1, "vocab_size": Range(16),
+    "encoder_d_model": Range(8), "encoder_layers": AT_LEAST_1, "vocab_size": Range(16),
     "num_latents": AT_LEAST_1, "num_layers": AT_LEAST_1, "hidden_dim": AT_LEAST_1,
     "num_heads": AT_LEAST_1,
     # optimisation

@@ -10,6 +10,7 @@ import reprlib
 
 import yaml
 
+from .cli import RENAMED_FLAGS
 from .errors import UserError
 
 
@@ -41,7 +42,8 @@ def read_config_file(path, parser):
     out = {}
     for key, value in values.items():
         where = f"{path}:{lines.get(key, '?')}"
-        action = actions.get(str(key).lstrip("-").replace("-", "_"))
+        name = str(key).lstrip("-").replace("-", "_")
+        action = actions.get(RENAMED_FLAGS.get(name, name))
         if action is None or action.dest in ("help", "config"):
             raise UserError(f"unknown key '{key}'", where,
                             "keys are flag names without dashes (see --help), e.g. "

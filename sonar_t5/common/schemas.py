@@ -9,6 +9,7 @@ missing or null. Fields a schema does not name are not checked (files gain field
 """
 from dataclasses import dataclass
 
+from .cli import with_current_flag_names
 from .errors import UserError
 from .files import read_json
 
@@ -37,9 +38,12 @@ RUN_CONFIG = {"args": dict, "args.seed": Optional(int), "args.freeze_encoder": O
 
 
 def read_run_config(path):
-    """A training run's config.json."""
-    return read_checked(path, RUN_CONFIG, "the run's config.json",
-                        "pass the --output_dir of a sonar-t5 training run")
+    """A training run's config.json (its flags by their current names)."""
+    config = read_checked(path, RUN_CONFIG, "the run's config.json",
+                          "pass the --output_dir of a sonar-t5 training run")
+    if isinstance(config.get("args"), dict):
+        config["args"] = with_current_flag_names(config["args"])
+    return config
 
 
 def read_summary(path):

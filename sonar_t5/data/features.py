@@ -3,15 +3,14 @@
 (T, D) is a sequence of T frames; (D,) or (1, D) one pre-pooled embedding. Always float32 out.
 """
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from sonar_t5.common.errors import UserError
-
-EXTENSIONS = (".npy", ".pt", ".npz")
-
 
 def candidate_paths(features_dir, sample_id):
     root = Path(features_dir)
@@ -37,20 +36,47 @@ def find_feature_file(features_dir, sample_id, explicit=None, where=None):
     return next((p for p in candidate_paths(features_dir, sample_id) if p.is_file()), None)
 
 
-def _read_array(path):
-    if path.suffix == ".pt":
-        value = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(value, dict) and len(value) == 1:
-            value = next(iter(value.values()))
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"holds a {type(value).__name__}, not one tensor")
-        return value
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if len(archive.files) != 1:
-                raise ValueError(f"holds {len(archive.files)} arrays, expected one")
-            return torch.from_numpy(archive[archive.files[0]])
+def _read_npy(path):
     return torch.from_numpy(np.load(path, allow_pickle=False))
+
+
+def _npy_header_shape(path):
+    """The array's shape from the .npy header alone (the data is not read)."""
+    return np.load(path, mmap_mode="r", allow_pickle=False).shape
+
+
+def _read_pt(path):
+    value = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(value, dict) and len(value) == 1:
+        value = next(iter(value.values()))
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"holds a {type(value).__name__}, not one tensor")
+    return value
+
+
+def _read_npz(path):
+    with np.load(path, allow_pickle=False) as archive:
+        if len(archive.files) != 1:
+            raise ValueError(f"holds {len(archive.files)} arrays, expected one")
+        return torch.from_numpy(archive[archive.files[0]])
+
+
+@dataclass(frozen=True)
+class FeatureFormat:
+    read: Callable  # path -> tensor (any dtype, 1 or 2 dims: checked by load_features)
+    header_shape: Optional[Callable] = None  # path -> shape without reading the data
+
+
+# The feature file formats, by extension: looked up in this order for each sample id. A new
+# format is one entry here.
+FORMATS = {".npy": FeatureFormat(_read_npy, _npy_header_shape), ".pt": FeatureFormat(_read_pt),
+           ".npz": FeatureFormat(_read_npz)}
+EXTENSIONS = tuple(FORMATS)
+
+
+def _read_array(path):
+    # an explicit manifest path may have another extension: read as .npy, or named unreadable
+    return FORMATS.get(path.suffix, FORMATS[".npy"]).read(path)
 
 
 def load_features(path, expected_dim=None):
@@ -87,9 +113,10 @@ def load_features(path, expected_dim=None):
 def feature_shape(path):
     """(T, D) without reading the data where the format allows (.npy header)."""
     path = Path(path)
-    if path.suffix == ".npy":
+    header_shape = FORMATS.get(path.suffix, FeatureFormat(None)).header_shape
+    if header_shape is not None:
         try:
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            shape = header_shape(path)
         except Exception as error:  # numpy raises ValueError, OSError, EOFError (0 bytes)...
             raise UserError(f"cannot read feature file ({type(error).__name__}: "
                             f"{str(error)[:80] or 'empty or truncated'})", str(path),

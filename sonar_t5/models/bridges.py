@@ -79,4 +79,4 @@ def _projection(config, d_model, input_dim):
 register_bridge("perceiver", Bridge("Perceiver Resampler", _perceiver, default_input="tokens",
                                     no_decay=("latents",), attention_map=True))
 register_bridge("projection", Bridge("Projection bridge", _projection, default_input="pooled",
-                                     no_decay=("expanders",), fixed_layers=1))
+                                     no_decay=("latents",), fixed_layers=1))

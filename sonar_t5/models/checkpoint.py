@@ -18,7 +18,7 @@ import torch
 from transformers import GenerationConfig
 
 from sonar_t5.common.checkpoint_io import load_checkpoint, load_state_dict_strict, save_checkpoint
-from sonar_t5.common.cli import out_of_range
+from sonar_t5.common.cli import out_of_range, with_current_flag_names
 from sonar_t5.common.errors import UserError
 from sonar_t5.common.files import FILE_PERMISSIONS, write_json
 
@@ -56,6 +56,8 @@ def load_model(path, device="cpu"):
                         "use best_model.pt or last_model.pt as a training run wrote it")
     model = build_bounded(ckpt["model_config"], path)
     load_state_dict_strict(model, ckpt["state_dict"], path)
+    if "train_args" in ckpt:
+        ckpt["train_args"] = with_current_flag_names(ckpt["train_args"])
     return model.to(device).eval(), Tokenizer.from_tensor(ckpt["tokenizer"], path), ckpt
 
 
@@ -170,6 +172,7 @@ def load_exported(path, device="cpu"):
                                 "export the checkpoint again, or correct the value")
         config["train_args"] = {**config.get("train_args", {}),
                                 **{k: generation[k] for k in GENERATION_KEYS if k in generation}}
+    config["train_args"] = with_current_flag_names(config.get("train_args", {}))
     return model.to(device).eval(), tokenizer, config
 
 

@@ -180,10 +180,11 @@ class SonarT5(nn.Module):
 
     def parameter_counts(self):
         count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+        # the parts' names: the modules', as the optimizer's groups and the logs have them
         counts = {"encoder": count(self.encoder), "bridge": count(self.bridge),
-                  "t5_decoder": count(self.t5)}
+                  "t5": count(self.t5)}
         if self.contrastive is not None:
-            counts["contrastive_heads"] = count(self.contrastive)
+            counts["contrastive"] = count(self.contrastive)
         counts["total"] = sum(counts.values())
         counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return counts

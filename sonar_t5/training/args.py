@@ -21,7 +21,7 @@ DEMO_DATA_DIR = "demo_data"  # --demo writes its data here, under --output_dir
 
 # --demo: small enough to learn on 2 CPU cores in a few minutes.
 DEMO_DEFAULTS = dict(
-    output_dir="runs/demo", t5_model="t5-tiny", encoder_dim=128,
+    output_dir="runs/demo", t5_model="t5-tiny", encoder_d_model=128,
     encoder_layers=2, resampler_input="tokens", hidden_dim=256, num_latents=32, num_heads=4,
     epochs=12, batch_size=32, learning_rate=1e-3, warmup_steps=100, label_smoothing=0.0,
     **GenerationSettings.QUICK, num_workers=0, device="auto")
@@ -65,8 +65,8 @@ def check_args(args):
     if args.identity_encoder and args.sonar_checkpoint:
         raise UserError("--identity_encoder and --sonar_checkpoint contradict each other",
                         "command line", "pick one")
-    if not (args.sonar_checkpoint or args.identity_encoder) and args.encoder_dim % 8:
-        raise UserError(f"--encoder_dim {args.encoder_dim} is not a multiple of 8, the feature "
+    if not (args.sonar_checkpoint or args.identity_encoder) and args.encoder_d_model % 8:
+        raise UserError(f"--encoder_d_model {args.encoder_d_model} is not a multiple of 8, the feature "
                         "encoder's attention heads", "command line", "use e.g. 128, 256 or 512")
 
 
@@ -107,10 +107,11 @@ def build_parser():
                             "scratch")
     model.add_argument("--identity_encoder", action="store_true",
                        help="features already are 1024-d SONAR embeddings: no encoder")
-    model.add_argument("--encoder_dim", type=int, default=None,
-                       help="width of the feature encoder trained from scratch (used without "
-                            "--sonar_checkpoint; default: 512, or the decoder's width when "
-                            "it is trained from scratch)")
+    model.add_argument("--encoder_d_model", "--encoder_dim", type=int, default=None,
+                       help="width (d_model) of the feature encoder trained from scratch "
+                            "(used without --sonar_checkpoint; default: 512, or the decoder's "
+                            "width when it is trained from scratch; --encoder_dim: its former "
+                            "name)")
     model.add_argument("--encoder_layers", type=int, default=None,
                        help="layers of the feature encoder trained from scratch (used without "
                             "--sonar_checkpoint; default: 4, or 1 beside a decoder trained "

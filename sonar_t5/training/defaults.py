@@ -13,7 +13,7 @@ from sonar_t5.models.t5_decoder import T5_PRESETS, is_preset
 
 # Today's settings for a pretrained decoder, as the original guide's commands expect them.
 PRETRAINED = dict(learning_rate=1e-4, warmup_steps=500, batch_size=16, hidden_dim=768,
-                  num_latents=64, num_heads=8, encoder_dim=512, encoder_layers=4,
+                  num_latents=64, num_heads=8, encoder_d_model=512, encoder_layers=4,
                   vocab_size=8000)  # vocab_size: unused, a pretrained T5 has its own
 DEPENDENT_FLAGS = tuple(PRETRAINED)
 
@@ -37,7 +37,7 @@ def scratch_defaults(t5_model):
                 hidden_dim=width, num_latents=max(16, width // 16), num_heads=max(4, width // 64),
                 # a feature encoder trained beside it: as wide, one layer (512 x 4 ran 32
                 # samples/s and collapsed; 1 layer beat 2 on frame features, 11.3 vs 9.3 BLEU)
-                encoder_dim=width, encoder_layers=1,
+                encoder_d_model=width, encoder_layers=1,
                 vocab_size=None)
 
 

@@ -75,7 +75,7 @@ def build_new_model(args, train_set, dist):
         args.vocab_size = args.defaults["chosen"]["vocab_size"] = tokenizer.vocab_size
     tokenizer = broadcast(tokenizer, dist)
     encoder = build_encoder(args.sonar_checkpoint, train_set.feature_dim,
-                            d_model=args.encoder_dim, num_layers=args.encoder_layers,
+                            d_model=args.encoder_d_model, num_layers=args.encoder_layers,
                             identity=args.identity_encoder)
     model = build_model(t5=t5, tokenizer=tokenizer, encoder=encoder, t5_model=args.t5_model,
                         bridge=args.bridge, resampler_input=args.resampler_input,
