@@ -17,9 +17,9 @@ if __name__ == "__main__":  # the imports take seconds: Ctrl-C then exits withou
 from sonar_t5.common.files import atomic_write
 from sonar_t5.evaluation.metrics import metric_names
 from sonar_t5.evaluation.report import (bleu_by_length, check_figure_path, check_parent_dir,
-                               format_summary, history_groups, load_history,
-                               plot_bleu_by_length, plot_comparison, plot_run, summarize,
-                               system_name)
+                                        format_summary, history_groups, load_history,
+                                        plot_bleu_by_length, plot_comparison, plot_run, summarize,
+                                        system_name)
 from sonar_t5.evaluation.table import column_names, results_table, to_latex, to_markdown
 from sonar_t5.evaluation.significance import read_outputs
 

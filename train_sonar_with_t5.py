@@ -32,19 +32,21 @@ from sonar_t5.data.encoder_cache import cached_loaders
 from sonar_t5.evaluation.generation import GenerationSettings
 from sonar_t5.evaluation.validate import RESULTS_DIR, score_best_checkpoint
 from sonar_t5.models.checkpoint import load_model
-from sonar_t5.training.args import parse_args
+from sonar_t5.training.args import DEMO_DATA_DIR, parse_args
 from sonar_t5.training.defaults import choose_warmup_steps, defaults_line
 from sonar_t5.training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
 from sonar_t5.training.engine import (StepSettings, epoch_record, evaluate, report_epoch,
-                             train_one_epoch)
+                                      train_one_epoch)
 from sonar_t5.training.mfu import FlopsMeter, peak_flops
-from sonar_t5.training.optim import build_optimization, plan_time_budget
-from sonar_t5.training.output_dir import OutputDir
-from sonar_t5.training.setup import (build_new_model, make_demo_data_once, make_loaders, open_datasets,
-                            run_config, wrap_for_training)
-from sonar_t5.training.state import (TrainState, check_resume, exit_during_scoring, exit_interrupted,
-                            ignore_further_stops, restore_progress, save_progress)
-from sonar_t5.training.tracking import Tracker
+from sonar_t5.training.optim import OptimizerSettings, build_optimization, plan_time_budget
+from sonar_t5.training.output_dir import OutputDir, OutputSettings
+from sonar_t5.training.setup import (DataSettings, LoaderSettings, ModelSettings, WrapSettings,
+                                     build_new_model, make_demo_data_once, make_loaders,
+                                     new_decoder, open_datasets, run_config, wrap_for_training)
+from sonar_t5.training.state import (TrainState, check_resume, exit_during_scoring,
+                                     exit_interrupted, ignore_further_stops, restore_progress,
+                                     save_progress)
+from sonar_t5.training.tracking import Tracker, TrackerSettings
 
 
 @cli_main
@@ -52,27 +54,31 @@ def main(argv=None):
     args = parse_args(argv)  # every flag checked here, before any work
     with open_runtime(args.device, args.precision, args.num_threads,
                       flags=vars(args)) as runtime, \
-            OutputDir(args, runtime.dist.is_main) as out_dir:  # locked while the run writes
+            OutputDir(OutputSettings.from_args(args), runtime.dist.is_main) as out_dir:
         dist, device, say = runtime.dist, runtime.device, runtime.say
         if args.demo:
-            make_demo_data_once(args, dist)
+            make_demo_data_once(Path(args.output_dir) / DEMO_DATA_DIR, dist)
         torch.manual_seed(args.seed)
 
         # Data and model: new, or (--resume) the model of last_model.pt.
+        data = DataSettings.from_args(args)
         if out_dir.resume_from:
             model, tokenizer, ckpt = load_model(out_dir.resume_from)
             resume_note = check_resume(args, ckpt, out_dir.resume_from)
-            train_set, val_set = open_datasets(args, model.encoder.config.input_dim)
+            train_set, val_set = open_datasets(data, model.encoder.config.input_dim)
         else:
             ckpt = resume_note = None
-            train_set, val_set = open_datasets(args)
-            model, tokenizer = build_new_model(args, train_set, dist)
+            train_set, val_set = open_datasets(data)
+            t5, tokenizer = new_decoder(args, train_set, dist)  # resolves --vocab_size
+            model = build_new_model(ModelSettings.from_args(args), t5, tokenizer, train_set,
+                                    dist)
         out_dir.set_aside_old_run()  # --overwrite: data and model check out
 
         model.to(device).train()
         if runtime.precision == "fp16":
             guard_t5_fp16(model.t5)
-        train_loader, val_loader = make_loaders(args, train_set, val_set, tokenizer, dist, device)
+        train_loader, val_loader = make_loaders(LoaderSettings.from_args(args), train_set,
+                                                val_set, tokenizer, dist, device)
         encoder_cache = {}  # which caches the run read: config.json says
         if args.freeze_encoder:
             model.freeze_encoder()
@@ -80,10 +86,12 @@ def main(argv=None):
                 (train_loader, val_loader), encoder_cache = cached_loaders(
                     model, {"train": train_loader, "val": val_loader}, args.encoder_cache_dir,
                     device, runtime.precision, show=dist.is_main, used_by=args.output_dir)
-        train_model = wrap_for_training(model, args, runtime)  # DDP or FSDP, torch.compile
+        # DDP or FSDP, torch.compile
+        train_model = wrap_for_training(model, WrapSettings.from_args(args), runtime)
         steps_per_epoch = -(-len(train_loader) // args.grad_accum_steps)
         choose_warmup_steps(args, steps_per_epoch)  # unset, from scratch: from the epoch's steps
-        optimization = build_optimization(model, args, steps_per_epoch, runtime,
+        optimizing = OptimizerSettings.from_args(args)  # after the warm-up's default is set
+        optimization = build_optimization(model, optimizing, steps_per_epoch, runtime,
                                           planned=ckpt and ckpt["state"].get("decay_from"))
         state, history = TrainState(), []
         if ckpt is not None:
@@ -106,7 +114,8 @@ def main(argv=None):
         for note in filter(None, [resume_note, args.compile and COMPILE_NOTE, unsharded]):
             say(note)
         # train_log.jsonl and --report_to; a --resume continues them after its checkpoint
-        tracker = Tracker(args, config, resume_step=state.global_step if ckpt else None,
+        tracker = Tracker(TrackerSettings.from_args(args), config,
+                          resume_step=state.global_step if ckpt else None,
                           enabled=dist.is_main)
 
         epoch, stopped = state.epoch + 1, None
@@ -128,9 +137,9 @@ def main(argv=None):
                 tracker.log_epoch(record)
                 improved = state.end_epoch(epoch, record["val_bleu"], record["epoch_time_s"])
                 if args.time_budget and state.planned_epochs is None:
-                    say(plan_time_budget(args, state, optimization, steps_per_epoch))
-                save_progress(args, model, tokenizer, state, history, optimization, improved,
-                              config, writes=dist.is_main)  # FSDP: gathered from all
+                    say(plan_time_budget(optimizing, state, optimization, steps_per_epoch))
+                save_progress(args.output_dir, model, tokenizer, state, history, optimization,
+                              improved, config, writes=dist.is_main)  # FSDP: gathered from all
                 if dist.is_main:
                     out_dir.checkpoint_written()  # --overwrite: the earlier run goes now
                     report_epoch(record, metrics["diversity"]["collapsed"], history, args, say)
@@ -150,8 +159,8 @@ def main(argv=None):
                 traceback.clear_frames(stop.__traceback__)  # they hold the DDP wrapper
                 raise
             # save where training stands, mid-epoch too
-            save_progress(args, model, tokenizer, state, history, optimization, False, config,
-                          writes=dist.is_main)
+            save_progress(args.output_dir, model, tokenizer, state, history, optimization,
+                          False, config, writes=dist.is_main)
             barrier(dist)  # the others exit once it is saved (torchrun ends them then)
             stopped = stop.with_traceback(None)  # its frames hold the DDP wrapper
         except BaseException as error:
@@ -164,7 +173,7 @@ def main(argv=None):
             # the process 30 s later).
             del train_model
         if stopped:
-            exit_interrupted(args, epoch, state, stopped, show=dist.is_main)
+            exit_interrupted(args.output_dir, epoch, state, stopped, show=dist.is_main)
         if dist.is_main:
             try:
                 runtime.stop_at_once()  # the others are done: a stop need not wait for them

@@ -24,7 +24,7 @@ from sonar_t5.data.encoder_cache import CACHE_DIR_ENV, default_cache_dir
 from sonar_t5.evaluation.generation import GenerationSettings, add_generation_args
 from sonar_t5.evaluation.translate import load_translator
 from sonar_t5.evaluation.validate import (format_report, validate_checkpoint, validation_dataset,
-                                 write_results)
+                                          write_results)
 
 
 def build_parser():

@@ -37,7 +37,8 @@ from sonar_t5.common.checkpoint_io import save_checkpoint
 from sonar_t5.data.dataset import FeatureDataset
 from sonar_t5.data.encoder_cache import samples_hash
 from sonar_t5.models.encoders import CONVERTED_KIND
-from sonar_t5.models.feature_encoder import FeatureEncoder, FeatureEncoderConfig, save_feature_encoder
+from sonar_t5.models.feature_encoder import (FeatureEncoder, FeatureEncoderConfig,
+                                             save_feature_encoder)
 from sonar_t5.models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
 
 ROOT = Path(__file__).resolve().parents[1]

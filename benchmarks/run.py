@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from sonar_t5.common.device import resolve_device
-from sonar_t5.data.dataset import Collator, FeatureDataset, LengthGroupedBatchSampler, make_loader, padding_waste
+from sonar_t5.data.dataset import (Collator, FeatureDataset, LengthGroupedBatchSampler, make_loader,
+                                   padding_waste)
 from sonar_t5.common.precision import autocast, resolve_precision
 from sonar_t5.data.dataset import model_inputs
 from sonar_t5.data.encoder_cache import cached_loaders
@@ -37,8 +38,8 @@ from sonar_t5.training.defaults import PRETRAINED
 from sonar_t5.training.distributed import Dist, Runtime
 from sonar_t5.training.engine import StepSettings, evaluate, train_one_epoch
 from sonar_t5.training.mfu import FlopsMeter, peak_flops
-from sonar_t5.training.optim import build_optimization
-from sonar_t5.training.setup import wrap_for_training
+from sonar_t5.training.optim import OptimizerSettings, build_optimization
+from sonar_t5.training.setup import WrapSettings, wrap_for_training
 from sonar_t5.training.state import TrainState
 
 WORDS = ("show you how to fold cut paint the paper board brush carefully now we are going "
@@ -115,8 +116,9 @@ def train_throughput(args, root, device, precision, tokenizer, encoder, sets, pe
             (train_loader, val_loader), _ = cached_loaders(
                 model, {"train": train_loader, "val": val_loader}, **cache)
     setup = time.time() - start
-    train_model = wrap_for_training(model, run_args, runtime)
-    optimization = build_optimization(model, run_args, len(train_loader), runtime)
+    train_model = wrap_for_training(model, WrapSettings.from_args(run_args), runtime)
+    optimization = build_optimization(model, OptimizerSettings.from_args(run_args),
+                                      len(train_loader), runtime)
     state, meter = TrainState(), FlopsMeter(*peak)
     train_one_epoch(1, train_model, train_loader, optimization, state,
                     StepSettings.from_args(run_args), runtime, meter)

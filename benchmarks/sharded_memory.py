@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -31,7 +30,7 @@ from sonar_t5.models.build import build_model, load_t5_and_tokenizer
 from sonar_t5.models.sonar_asl_encoder import SonarAslEncoder, SonarAslEncoderConfig
 from sonar_t5.training.distributed import Runtime, init_distributed
 from sonar_t5.training.optim import build_optimizer
-from sonar_t5.training.setup import wrap_for_training
+from sonar_t5.training.setup import WrapSettings, wrap_for_training
 from sonar_t5.training.sharding import shard
 
 TEXTS = ["i'm going to show you how to fold the paper carefully",
@@ -74,14 +73,14 @@ def measure(sharding, layers, batch_size, frames, steps, checkpointing, frozen):
     if frozen:  # run at every step, as with --no_encoder_cache
         model.freeze_encoder()
     parameters = sum(p.numel() for p in model.parameters())
-    flags = SimpleNamespace(gradient_checkpointing=checkpointing, sharding=sharding,
+    wrapping = WrapSettings(gradient_checkpointing=checkpointing, sharding=sharding,
                             resampler_input="pooled", freeze_encoder=frozen, compile=False)
     if sharding == "fsdp_frozen_sharded" and dist.enabled:
         if checkpointing:
             model.gradient_checkpointing_enable()
         train_model = shard(model, "fp32", shard_frozen_encoder=True)
     else:
-        train_model = wrap_for_training(model, flags, Runtime(device, "fp32", dist))
+        train_model = wrap_for_training(model, wrapping, Runtime(device, "fp32", dist))
     optimizer = build_optimizer(model, 1e-4)
     torch.manual_seed(1 + dist.rank)
     features = torch.randn(batch_size, frames, encoder.config.input_dim, device=device)

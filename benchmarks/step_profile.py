@@ -22,8 +22,9 @@ from sonar_t5.training.args import parse_args
 from sonar_t5.training.distributed import Dist, Runtime
 from sonar_t5.training.engine import StepSettings, train_one_epoch
 from sonar_t5.training.mfu import FlopsMeter
-from sonar_t5.training.optim import build_optimization
-from sonar_t5.training.setup import build_new_model, make_loaders, open_datasets
+from sonar_t5.training.optim import OptimizerSettings, build_optimization
+from sonar_t5.training.setup import (DataSettings, LoaderSettings, ModelSettings, build_new_model,
+                                     make_loaders, new_decoder, open_datasets)
 from sonar_t5.training.state import TrainState
 
 from .step_configs import CONFIGS, step_data
@@ -35,12 +36,15 @@ def profile_config(name, data, work, warmup, steps, rows):
                       + ["--output_dir", str(work / name / "run"), "--log_every", "1"])
     torch.manual_seed(args.seed)
     runtime = Runtime(torch.device("cpu"), "fp32", Dist())
-    train_set, val_set = open_datasets(args)
-    model, tokenizer = build_new_model(args, train_set, runtime.dist)
+    train_set, val_set = open_datasets(DataSettings.from_args(args))
+    t5, tokenizer = new_decoder(args, train_set, runtime.dist)
+    model = build_new_model(ModelSettings.from_args(args), t5, tokenizer, train_set,
+                            runtime.dist)
     model.train()
-    train_loader, _ = make_loaders(args, train_set, val_set, tokenizer, runtime.dist,
-                                   runtime.device)
-    optimization = build_optimization(model, args, len(train_loader), runtime)
+    train_loader, _ = make_loaders(LoaderSettings.from_args(args), train_set, val_set,
+                                   tokenizer, runtime.dist, runtime.device)
+    optimization = build_optimization(model, OptimizerSettings.from_args(args),
+                                      len(train_loader), runtime)
     timing = schedule(wait=0, warmup=warmup, active=steps, repeat=1)
     started = []
     with profile(activities=[ProfilerActivity.CPU], schedule=timing) as prof:

@@ -9,8 +9,8 @@ import pytest
 import test_perceiver_architecture as smoke_test
 from sonar_t5.common.cli import with_current_flag_names
 from sonar_t5.training.args import parse_args
-from sonar_t5.training.defaults import (MAX_VOCAB, MIN_VOCAB, choose_vocab_size, choose_warmup_steps,
-                               decoder_defaults)
+from sonar_t5.training.defaults import (MAX_VOCAB, MIN_VOCAB, choose_vocab_size,
+                                        choose_warmup_steps, decoder_defaults)
 
 from .conftest import ROOT, TINY_MODEL, data_args, run_script
 

@@ -7,7 +7,8 @@ from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from sonar_t5.common.errors import UserError
-from sonar_t5.models import PerceiverResampler, ProjectionBridge, FeatureEncoder, FeatureEncoderConfig
+from sonar_t5.models import (PerceiverResampler, ProjectionBridge, FeatureEncoder,
+                             FeatureEncoderConfig)
 from sonar_t5.models.build import build_model
 from sonar_t5.models.checkpoint import load_checkpoint, load_model, save_model
 from sonar_t5.models.encoders import load_encoder

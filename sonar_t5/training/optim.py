@@ -3,9 +3,11 @@ linear decay to 0 at the end of the run, which --time_budget fits to the epochs 
 the fp16 gradient scaler: what takes an optimizer step."""
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
+from sonar_t5.common.flag_views import FlagView
 from sonar_t5.common.precision import make_scaler
 from sonar_t5.models import BRIDGES
 
@@ -93,31 +95,46 @@ class Optimization:
         self.schedule.total = total
 
 
-def plan_time_budget(args, state, optimization, steps_per_epoch):
+@dataclass(frozen=True)
+class OptimizerSettings(FlagView):
+    """The optimizer's and the schedule's flags."""
+    learning_rate: float
+    encoder_lr_scale: float
+    weight_decay: float
+    fused_adamw: bool
+    warmup_steps: int  # resolved: parse_args or choose_warmup_steps set it
+    epochs: int
+    time_budget: Optional[float]  # minutes: the schedule is fitted after the first epoch
+
+
+def plan_time_budget(settings, state, optimization, steps_per_epoch):
     """--time_budget, after the first epoch: the epochs that fit, and the learning rate's
-    decay over them (kept in TrainState for --resume). -> a line for the console."""
+    decay over them (kept in TrainState for --resume). settings: OptimizerSettings. -> a
+    line for the console."""
     per_epoch = state.seconds / state.epoch
-    state.planned_epochs = epochs_in_budget(args.time_budget * 60, per_epoch, args.epochs)
+    state.planned_epochs = epochs_in_budget(settings.time_budget * 60, per_epoch,
+                                            settings.epochs)
     total = state.planned_epochs * steps_per_epoch
     optimization.fit_to_budget(state.global_step, total)
     state.decay_from = [optimization.schedule.decay_start, total]
-    return (f"time budget {args.time_budget:g} min: {state.planned_epochs} epochs of "
+    return (f"time budget {settings.time_budget:g} min: {state.planned_epochs} epochs of "
             f"{per_epoch:.0f} s fit; the learning rate decays to 0 at step {total}")
 
 
-def build_optimization(model, args, steps_per_epoch, runtime, planned=None):
+def build_optimization(model, settings, steps_per_epoch, runtime, planned=None):
     """AdamW (differential LRs), the learning-rate schedule, and the fp16 gradient scaler (a
-    no-op at other precisions). planned: a resumed --time_budget run's (decay_start, total),
-    once its first epoch has set them."""
-    optimizer = build_optimizer(model, args.learning_rate, args.encoder_lr_scale,
-                                args.weight_decay, fused=args.fused_adamw)
+    no-op at other precisions). settings: OptimizerSettings. planned: a resumed
+    --time_budget run's (decay_start, total), once its first epoch has set them."""
+    optimizer = build_optimizer(model, settings.learning_rate, settings.encoder_lr_scale,
+                                settings.weight_decay, fused=settings.fused_adamw)
+    warmup = settings.warmup_steps
     if planned:
-        schedule = Schedule(args.warmup_steps, total=planned[1], decay_start=planned[0])
-    elif args.time_budget:
-        schedule = Schedule(args.warmup_steps)
+        schedule = Schedule(warmup, total=planned[1], decay_start=planned[0])
+    elif settings.time_budget:
+        schedule = Schedule(warmup)
     else:
-        schedule = Schedule(args.warmup_steps, max(steps_per_epoch * args.epochs, 1),
-                            decay_start=args.warmup_steps)
+        schedule = Schedule(warmup, max(steps_per_epoch * settings.epochs, 1),
+                            decay_start=warmup)
     # A function, not the schedule's bound method: LambdaLR saves only a callable object's
     # attributes, and the schedule is rebuilt from the flags and TrainState on --resume.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.factor(step))

@@ -1,6 +1,7 @@
 """The output directory: one run per directory, locked while it runs, and never a run lost.
 
-`with OutputDir(args, is_main) as out:` takes the directory for this run:
+`with OutputDir(OutputSettings.from_args(args), is_main) as out:` takes the directory for
+this run:
 - it is locked (a second run into it gets a one-line error);
 - a directory holding a run needs --resume or --overwrite;
 - --overwrite sets the earlier run's files aside in .replaced_run/ once the data and model
@@ -21,10 +22,12 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sonar_t5.common.errors import UserError
 from sonar_t5.common.files import write_json
+from sonar_t5.common.flag_views import FlagView
 from sonar_t5.evaluation.validate import RESULTS_DIR
 
 from .args import DEMO_DATA_DIR
@@ -37,10 +40,21 @@ CHECKPOINTS = ("last_model.pt", "best_model.pt")
 RUN_FILES = (*CHECKPOINTS, "training_history.json", "config.json", LOG_NAME)  # written whole
 
 
+@dataclass(frozen=True)
+class OutputSettings(FlagView):
+    """The flags that decide what happens to the output directory."""
+    output_dir: str
+    resume: bool
+    overwrite: bool
+    report_to: list  # a --resume continues these logs: they must be writable
+    skip_final_scoring: bool  # otherwise the end of training writes results/
+
+
 class OutputDir:
-    def __init__(self, args, is_main):
-        self.args, self.is_main = args, is_main
-        self.path = Path(args.output_dir)
+    def __init__(self, settings, is_main):
+        """settings: OutputSettings; is_main: the process that writes files."""
+        self.settings, self.is_main = settings, is_main
+        self.path = Path(settings.output_dir)
         self.aside = self.path / REPLACED_DIR
         self.created = not self.path.exists()
         self.resume_from, self.old_run = None, []
@@ -116,9 +130,9 @@ class OutputDir:
 
     def _check(self):
         """-> (last_model.pt to resume from or None, names --overwrite will replace)."""
-        args, out = self.args, self.path
+        settings, out = self.settings, self.path
         last = out / "last_model.pt"
-        if args.resume:
+        if settings.resume:
             if not last.is_file():
                 raise UserError("nothing to resume: no last_model.pt", str(out),
                                 "drop --resume to start a new run")
@@ -130,7 +144,7 @@ class OutputDir:
             return last, []
         held = sorted(p.name for p in out.iterdir()
                       if p.name not in (DEMO_DATA_DIR, LOCK_NAME)) if out.is_dir() else []
-        if held and not args.overwrite:
+        if held and not settings.overwrite:
             raise UserError(f"output directory is not empty (holds {', '.join(held[:4])})",
                             str(out), "pass --resume to continue that run, --overwrite to "
                                       "replace it, or choose another --output_dir")
@@ -141,11 +155,11 @@ class OutputDir:
         for the checkpoints; the logs it continues). os.access sees read-only file systems
         too."""
         logs = [self.path / LOG_NAME]
-        if "tensorboard" in self.args.report_to:
+        if "tensorboard" in self.settings.report_to:
             board = self.path / TENSORBOARD_DIR
             logs += [board, *(p for p in board.rglob("*"))] if board.is_dir() else []
         results = self.path / RESULTS_DIR  # where the end of training writes its scores
-        if not self.args.skip_final_scoring:
+        if not self.settings.skip_final_scoring:
             if results.exists() and not results.is_dir():
                 raise UserError(f"cannot resume: {RESULTS_DIR} is a file, where the end of "
                                 "training writes its scores", str(results),

@@ -96,9 +96,10 @@ def batch_seed(seed, epoch, batch_index, rank):
     return (seed * 1_000_003 + epoch * 10_007 + batch_index * 101 + rank) % 2**62
 
 
-def save_progress(args, model, tokenizer, state, history, optimization, improved, run_config,
-                  writes=True):
-    """best_model.pt if improved, last_model.pt, training_history.json and config.json,
+def save_progress(output_dir, model, tokenizer, state, history, optimization, improved,
+                  run_config, writes=True):
+    """In output_dir: best_model.pt if improved, last_model.pt, training_history.json and
+    config.json (run_config; its flags are the checkpoints' train_args),
     renamed into place together once all are written: a crash or kill finds the four of one
     epoch (but in the microseconds between the renames); a --resume continues after the epoch
     last_model.pt holds.
@@ -109,13 +110,13 @@ def save_progress(args, model, tokenizer, state, history, optimization, improved
     model_state, optimizer_state = full_training_state(model, optimization.optimizer, writes)
     if not writes:
         return
-    out = Path(args.output_dir)
+    out, flags = Path(output_dir), run_config["args"]
     common = dict(epoch=state.epoch, history=history, best_bleu=state.best_bleu,
                   state_dict=model_state)
     with written_together():  # a kill finds the checkpoints and the history of one epoch
         if improved:
-            save_model(out / "best_model.pt", model, tokenizer, vars(args), **common)
-        save_model(out / "last_model.pt", model, tokenizer, vars(args), **common,
+            save_model(out / "best_model.pt", model, tokenizer, flags, **common)
+        save_model(out / "last_model.pt", model, tokenizer, flags, **common,
                    state=asdict(state), **optimization.state_dict(optimizer_state),
                    rng=_rng_state())
         write_json(out / "training_history.json", history)
@@ -154,13 +155,13 @@ def resume_command():
     return shlex.join([*launcher, Path(sys.argv[0]).name, *argv, "--resume"])
 
 
-def exit_interrupted(args, epoch, state, stop, show=True):
+def exit_interrupted(output_dir, epoch, state, stop, show=True):
     """After the save on Ctrl-C or SIGTERM: say where training stood and how to resume (show:
     the process that saved), and exit 130 or 143 as a shell does for these signals."""
     where = (f"after epoch {epoch}" if state.epoch >= epoch else
              f"in epoch {epoch} after {state.batches_done} batches")
     if show:
-        tqdm.write(f"\n{_stop_name(stop)} {where}; saved {Path(args.output_dir) / 'last_model.pt'}"
+        tqdm.write(f"\n{_stop_name(stop)} {where}; saved {Path(output_dir) / 'last_model.pt'}"
                    f"\nresume with: {resume_command()}")
     sys.exit(_stop_status(stop))
 

@@ -9,10 +9,12 @@ TensorBoard purges those steps), so every step appears once.
 import importlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sonar_t5.common.errors import UserError
 from sonar_t5.common.files import atomic_write
+from sonar_t5.common.flag_views import FlagView
 
 LOG_NAME = "train_log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -34,24 +36,32 @@ def check_trackers(report_to):
                             f"pip install {name}, or drop it from --report_to") from None
 
 
+@dataclass(frozen=True)
+class TrackerSettings(FlagView):
+    """Where a run logs, and whether it continues an earlier log."""
+    output_dir: str
+    report_to: list  # of TRACKERS
+    resume: bool
+
+
 class Tracker:
     """`tracker.log_step(...)`, `tracker.log_epoch(...)`, `tracker.close()`; does nothing on
     the processes that do not write files."""
 
-    def __init__(self, args, run_config, resume_step=None, enabled=True):
-        """resume_step: the step of the checkpoint a --resume continues from (None: a new
-        run)."""
+    def __init__(self, settings, run_config, resume_step=None, enabled=True):
+        """settings: TrackerSettings; resume_step: the step of the checkpoint a --resume
+        continues from (None: a new run)."""
         self.enabled = enabled
-        self.path = Path(args.output_dir) / LOG_NAME
+        self.path = Path(settings.output_dir) / LOG_NAME
         self.backends = []
         if not enabled:
             return
         if resume_step is not None:
             cut_log_back(self.path, resume_step)
-        wanted = [t for t in dict.fromkeys(args.report_to) if t != "none"]
+        wanted = [t for t in dict.fromkeys(settings.report_to) if t != "none"]
         hparams = flat_hparams(run_config)
         for name in wanted:
-            self.backends.append(BACKENDS[name](args, hparams, resume_step))
+            self.backends.append(BACKENDS[name](settings, hparams, resume_step))
 
     def log_step(self, record):
         """record: step, epoch, loss, learning_rates {group: lr}, grad_norm, samples_per_s,
@@ -117,7 +127,7 @@ def _step_of(line):
 
 
 def flat_hparams(run_config):
-    """The resolved config as flat name -> number/string/bool ("args.learning_rate": 1e-4),
+    """The resolved config as flat name -> number/string/bool ("settings.learning_rate": 1e-4),
     what trackers show as a run's hyper-parameters."""
     flat = {}
 
@@ -136,11 +146,11 @@ def flat_hparams(run_config):
 class TensorBoard:
     """PyTorch's own SummaryWriter, into RUN/tensorboard (tensorboard --logdir RUN)."""
 
-    def __init__(self, args, hparams, resume_step):
+    def __init__(self, settings, hparams, resume_step):
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams as hparams_summary
         # purge_step: events at or after it, from before the resume, are hidden by readers
-        self.writer = SummaryWriter(Path(args.output_dir) / TENSORBOARD_DIR,
+        self.writer = SummaryWriter(Path(settings.output_dir) / TENSORBOARD_DIR,
                                     purge_step=None if resume_step is None else resume_step + 1)
         if resume_step is None:  # the hyper-parameters, in this run's own event file
             for summary in hparams_summary(hparams, {"val/bleu": 0.0}):
@@ -160,11 +170,11 @@ class TensorBoard:
         self.writer.close()
 
 
-def run_identity(args, name, make):
+def run_identity(settings, name, make):
     """The tracker's id for this run, kept in RUN/name so that --resume continues the same
     tracker run (a new run gets a new one: two run directories with one name stay apart)."""
-    path = Path(args.output_dir) / name
-    if args.resume and path.is_file() and path.read_text().strip():
+    path = Path(settings.output_dir) / name
+    if settings.resume and path.is_file() and path.read_text().strip():
         return path.read_text().strip()
     identity = make()
     atomic_write(path, lambda f: f.write(identity + "\n"), binary=False)
@@ -176,13 +186,13 @@ class WandB:
     later). The run's id is kept in RUN/wandb_run_id; --resume continues that run. Its files
     go in RUN/wandb/."""
 
-    def __init__(self, args, hparams, resume_step):
+    def __init__(self, settings, hparams, resume_step):
         import wandb
         self.wandb = wandb
-        run_id = run_identity(args, WANDB_ID, lambda: os.urandom(4).hex())
+        run_id = run_identity(settings, WANDB_ID, lambda: os.urandom(4).hex())
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "sonar-t5"),
-                              name=Path(args.output_dir).name, id=run_id, resume="allow",
-                              config=hparams, dir=args.output_dir)
+                              name=Path(settings.output_dir).name, id=run_id, resume="allow",
+                              config=hparams, dir=settings.output_dir)
 
     def scalars(self, values, step):
         self.run.log(values, step=step)
@@ -200,13 +210,13 @@ class Trackio:
     trackio; `trackio show` opens the dashboard). The run is named after the run directory
     plus a suffix, kept in RUN/trackio_run_name; --resume continues that run."""
 
-    def __init__(self, args, hparams, resume_step):
+    def __init__(self, settings, hparams, resume_step):
         import trackio
         self.trackio = trackio
-        name = run_identity(args, TRACKIO_NAME,
-                            lambda: f"{Path(args.output_dir).name}-{os.urandom(3).hex()}")
+        name = run_identity(settings, TRACKIO_NAME,
+                            lambda: f"{Path(settings.output_dir).name}-{os.urandom(3).hex()}")
         trackio.init(project=os.environ.get("TRACKIO_PROJECT", "sonar-t5"), name=name,
-                     config=hparams, resume="allow" if args.resume else "never")
+                     config=hparams, resume="allow" if settings.resume else "never")
 
     def scalars(self, values, step):
         self.trackio.log(values, step=step)
