@@ -142,7 +142,8 @@ def main(argv=None):
                               improved, config, writes=dist.is_main)  # FSDP: gathered from all
                 if dist.is_main:
                     out_dir.checkpoint_written()  # --overwrite: the earlier run goes now
-                    report_epoch(record, metrics["diversity"]["collapsed"], history, args, say)
+                    report_epoch(record, metrics["diversity"]["collapsed"], history,
+                                 args.epochs, args.resampler_input, say)
                 runtime.stop_if_any_asked()  # a stop noted during validation, under torchrun
                 if args.patience and state.bad_epochs >= args.patience:
                     say(f"early stopping: no BLEU gain for {args.patience} epochs")

@@ -105,3 +105,21 @@ def test_the_checks_find_a_function_level_upward_import_and_a_cycle(tmp_path):
     graph = import_graph(tmp_path)
     assert upward_imports(graph) == ["sonar_t5.common.a imports sonar_t5.training.engine"]
     assert import_cycles(graph) == ["sonar_t5.models.b -> sonar_t5.models.c -> sonar_t5.models.b"]
+
+
+# Where the whole parsed flags may go: parsing and checking them, resolving their defaults,
+# comparing a --resume's with the run's, recording them (config.json), and the views' own
+# from_args. Every other function takes a frozen view (common/flag_views.py) or its values.
+TAKES_EVERY_FLAG = {"check_flag_ranges", "check_args", "fill_defaults", "choose_vocab_size",
+                    "choose_warmup_steps", "check_resume", "new_decoder", "run_config",
+                    "from_args", "given_in"}
+
+
+def test_functions_take_the_flags_they_read_not_the_whole_namespace():
+    takers = []
+    for path in sorted((ROOT / "sonar_t5").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and "args" in [a.arg for a in node.args.args]:
+                takers.append(node.name)
+    assert set(takers) <= TAKES_EVERY_FLAG, sorted(set(takers) - TAKES_EVERY_FLAG)
+    assert {"check_resume", "from_args"} <= set(takers)  # the walk finds them

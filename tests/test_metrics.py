@@ -119,8 +119,6 @@ def test_verdicts_place_a_score_against_its_data_and_never_judge_a_thesis(tmp_pa
 
 
 def test_a_collapse_in_the_first_epochs_is_a_note_that_says_when_to_worry():
-    from types import SimpleNamespace
-
     from sonar_t5.training.engine import EARLY_EPOCHS, report_epoch
     lines = []
     for epoch in (1, EARLY_EPOCHS + 1):
@@ -128,8 +126,7 @@ def test_a_collapse_in_the_first_epochs_is_a_note_that_says_when_to_worry():
                   "cond_gap": 0.5, "lr": 1e-3, "epoch_time_s": 1.0, "samples_per_s": 10.0,
                   "samples": [], "nonfinite_steps": 0, "step": 10 * epoch,
                   "most_common": "the", "most_common_pct": 90.0}
-        report_epoch(record, True, [record], SimpleNamespace(epochs=9, resampler_input="tokens"),
-                     lines.append)
+        report_epoch(record, True, [record], 9, "tokens", lines.append)
     early, late = [line for line in lines if "mode collapse" in line]
     assert early.startswith("  note: mode collapse: 'the' is 90% of validation outputs "
                             "(expected in the first epochs") and f"past epoch {EARLY_EPOCHS}" in early

@@ -111,6 +111,29 @@ def projection_run(tiny_data, tmp_path_factory):
 NUMERIC_HEADERS = {"BLEU", "raw BLEU-4", "chrF", "ROUGE-L", "unique", "cond. gap"}
 
 
+def test_the_curves_have_units_separate_axes_safe_colours_and_a_vector_format(tiny_run, tmp_path,
+                                                                              monkeypatch):
+    from sonar_t5.evaluation import report
+    run, _ = tiny_run
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, output: figures.append(fig))
+    report.plot_run(report.load_history(run), tmp_path / "curves.png")
+    (fig,) = figures
+    loss, bleu, gap, unique = fig.axes  # the last: the gap panel's twin
+    assert loss.get_ylabel() == "cross-entropy (nats/token)"
+    assert gap.get_ylabel() == "conditioning gap (nats/token)"
+    assert unique.get_ylabel() == "share of distinct translations"
+    assert unique.get_ylim() == (0, 1.05) and unique.bbox.bounds == gap.bbox.bounds
+    assert fig._suptitle is None  # no title unless asked: a thesis gives a caption
+    colours = {line.get_color() for ax in fig.axes for line in ax.get_lines()
+               if line.get_color() != "black"}
+    assert colours <= set(report.COLOURS)
+    # --format pdf: a vector figure beside the PNG
+    monkeypatch.undo()  # the script runs in this process: figures are written again
+    run_script("plot_training_curves.py", "--checkpoint_dir", run, "--format", "pdf", check=True)
+    assert (run / "training_curves.pdf").read_bytes()[:5] == b"%PDF-"
+
+
 def test_compare_and_results_table(tiny_run, projection_run, tmp_path):
     run, _ = tiny_run
     png = tmp_path / "compare.png"
@@ -316,11 +339,18 @@ def validate_folder(folder, data, out):
                       "--output", out, "--device", "cpu", check=True)
 
 
-def test_attention_plot_has_one_row_per_latent(tiny_run, projection_run, tiny_data, tmp_path):
+def test_attention_plot_has_one_row_per_latent(tiny_run, projection_run, tiny_data, tmp_path,
+                                               monkeypatch):
+    import matplotlib.pyplot as plt
     run, _ = tiny_run
     out = tmp_path / "v"
+    drawn, close = [], plt.close  # the figures, as the validate script (in this process) closes them
+    monkeypatch.setattr(plt, "close", lambda fig=None: (drawn.append(fig), close(fig))[1])
     result = validate(run, tiny_data, out, "--attention_plot", "2")
     assert "wrote 2 attention plots" in result.stdout
+    labels = [ax.get_ylabel() for fig in drawn if fig is not None for ax in fig.axes]
+    # the colour bar says which layer's attention it shows, and that its heads are averaged
+    assert labels.count("attention weight\n(Perceiver layer 2 of 2, mean of its 4 heads)") == 2
     test_rows = (tiny_data / "manifests" / "test.tsv").read_text().splitlines()[1:3]
     for row in test_rows:
         sample_id, frames = row.split("\t")[:2]

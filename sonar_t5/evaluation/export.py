@@ -83,7 +83,7 @@ BRIDGE_INPUTS = {"pooled": "the pooled sentence embedding",
                  "tokens": "the encoder's token states"}
 
 
-def model_card(name, model, args, record, run_config, settings, scored=None):
+def model_card(name, model, train_args, record, run_config, settings, scored=None):
     """The exported folder's README.md. name: the folder's name, the model's title.
     settings: the checkpoint's default decoding (generation_config.json's)."""
     config = model.config
@@ -103,22 +103,22 @@ def model_card(name, model, args, record, run_config, settings, scored=None):
         rows.append((f"validation {display(metric).label}",
                      f"{value:.{display(metric).decimals}f}{signature}"))
     rows += [("conditioning gap", f"{record['cond_gap']:.3f} nats/token"),
-             ("epoch", f"{record['epoch']} of {args.get('epochs')}"),
-             ("decoding", f"{decoding(vars(GenerationSettings.from_args(args)))} "
+             ("epoch", f"{record['epoch']} of {train_args.get('epochs')}"),
+             ("decoding", f"{decoding(vars(GenerationSettings.from_args(train_args)))} "
                           "(each epoch's validation during training)")]
     settings_rows = [
-        ("encoder", f"{encoder}{', frozen' if args.get('freeze_encoder') else ''}, from "
-                    f"{args.get('sonar_checkpoint') or 'scratch'}"),
+        ("encoder", f"{encoder}{', frozen' if train_args.get('freeze_encoder') else ''}, from "
+                    f"{train_args.get('sonar_checkpoint') or 'scratch'}"),
         ("input", f"{data.get('feature_dim', '?')}-d feature sequences, at most "
                   f"{config.max_frames or 'all'} frames"),
         ("bridge", f"{bridge}: {config.num_latents} prefix tokens, {layers} "
                    f"layer{'s' * (layers != 1)}, width {config.hidden_dim}, reads {reads}"),
         ("decoder", f"T5 `{config.t5_model}`"),
         ("parameters", ", ".join(f"{k} {v:,}" for k, v in counts.items())),
-        ("optimisation", f"AdamW, learning rate {args.get('learning_rate')}, "
-                         f"{args.get('warmup_steps')} warm-up steps, batch "
-                         f"{args.get('batch_size')}, label smoothing "
-                         f"{args.get('label_smoothing')}, seed {args.get('seed')}"),
+        ("optimisation", f"AdamW, learning rate {train_args.get('learning_rate')}, "
+                         f"{train_args.get('warmup_steps')} warm-up steps, batch "
+                         f"{train_args.get('batch_size')}, label smoothing "
+                         f"{train_args.get('label_smoothing')}, seed {train_args.get('seed')}"),
         ("decoding", f"{decoding(vars(settings))}: "
                      + ", ".join(f"{k} {v}" for k, v in vars(settings).items())
                      + " (generation_config.json; what validating this folder uses)"),
@@ -133,9 +133,9 @@ def model_card(name, model, args, record, run_config, settings, scored=None):
         "",
         "## Data",
         "",
-        f"- training: `{args.get('train_manifest')}` ({data.get('train_samples', '?')} "
-        f"samples, features `{args.get('train_features')}`, {data.get('feature_dim', '?')}-d)",
-        f"- validation: `{args.get('val_manifest')}` ({data.get('val_samples', '?')} samples)",
+        f"- training: `{train_args.get('train_manifest')}` ({data.get('train_samples', '?')} "
+        f"samples, features `{train_args.get('train_features')}`, {data.get('feature_dim', '?')}-d)",
+        f"- validation: `{train_args.get('val_manifest')}` ({data.get('val_samples', '?')} samples)",
         "",
         *(["## Results (the best checkpoint scored when training ended; 95% intervals)", "",
            "| measure | value |", "|---|---|",

@@ -208,12 +208,13 @@ def epoch_record(epoch, train_loss, samples_per_s, metrics, state, optimization,
 EARLY_EPOCHS = 3  # repeated outputs are normal this early: the decoder learns the language first
 
 
-def report_epoch(record, collapsed, history, args, say):
-    """The epoch's line, its sample translations, and the mode-collapse warnings."""
+def report_epoch(record, collapsed, history, epochs, resampler_input, say):
+    """The epoch's line (of --epochs), its sample translations, and the mode-collapse
+    warnings (whose levers depend on --resampler_input)."""
     r = record
     shown = "  ".join(f"{display(k).label} {display(k).line_format.format(v)}"
                       for k, v in epoch_metrics(r).items() if display(k).headline)
-    say(f"epoch {r['epoch']}/{args.epochs}  train_loss {_num(r['train_loss'])}  "
+    say(f"epoch {r['epoch']}/{epochs}  train_loss {_num(r['train_loss'])}  "
         f"val_loss {r['val_loss']:.4f}  {shown}  cond_gap {r['cond_gap']:.3f}  "
         f"lr {r['lr']:.2e}  {r['epoch_time_s']:.1f}s ({r['samples_per_s']:.0f} samples/s"
         + (f", MFU {r['mfu']:.1%})" if r.get("mfu") is not None else ")"))
@@ -235,7 +236,7 @@ def report_epoch(record, collapsed, history, args, say):
     falling = None not in (first, r["train_loss"]) and r["train_loss"] < first
     if falling and r["cond_gap"] < COND_GAP_WARNING:
         levers = "--word_dropout 0.1 or --contrastive_weight 0.5"
-        if args.resampler_input == "pooled":
+        if resampler_input == "pooled":
             levers = "--resampler_input tokens, " + levers
         say(f"  warning: conditioning gap {r['cond_gap']:.3f} while the training loss falls: "
             f"the decoder is ignoring its input (mode collapse ahead); try {levers}")
