@@ -125,9 +125,11 @@ def test_a_collapse_in_the_first_epochs_is_a_note_that_says_when_to_worry():
         record = {"epoch": epoch, "train_loss": 5.0, "val_loss": 5.0, "val_bleu": 0.0,
                   "cond_gap": 0.5, "lr": 1e-3, "epoch_time_s": 1.0, "samples_per_s": 10.0,
                   "samples": [], "nonfinite_steps": 0, "step": 10 * epoch,
+                  "val_unique_ratio": 0.1,
                   "most_common": "the", "most_common_pct": 90.0}
         report_epoch(record, True, [record], 9, "tokens", lines.append)
     early, late = [line for line in lines if "mode collapse" in line]
-    assert early.startswith("  note: mode collapse: 'the' is 90% of validation outputs "
-                            "(expected in the first epochs") and f"past epoch {EARLY_EPOCHS}" in early
-    assert late == "  warning: mode collapse: 'the' is 90% of validation outputs"
+    assert early.startswith("  note: mode collapse: 10% of validation outputs are distinct, "
+                            "'the' is 90% of them (expected in the first epochs") and f"past epoch {EARLY_EPOCHS}" in early
+    assert late == ("  warning: mode collapse: 10% of validation outputs are distinct, 'the' "
+                    "is 90% of them")

@@ -227,8 +227,9 @@ def report_epoch(record, collapsed, history, epochs, resampler_input, say):
             "epoch were skipped (non-finite loss or gradient)")
     if collapsed:
         early = r["epoch"] <= EARLY_EPOCHS
-        say(f"  {'note' if early else 'warning'}: mode collapse: '{r['most_common']}' is "
-            f"{r['most_common_pct']:.0f}% of validation outputs"
+        say(f"  {'note' if early else 'warning'}: mode collapse: "
+            f"{epoch_metrics(r)['unique_ratio']:.0%} of validation outputs are distinct, "
+            f"'{r['most_common']}' is {r['most_common_pct']:.0f}% of them"
             + (f" (expected in the first epochs, while the decoder learns the language; "
                f"worry if it lasts past epoch {EARLY_EPOCHS} or the conditioning gap stays "
                "near 0)" if early else ""))
