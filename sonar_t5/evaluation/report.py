@@ -114,7 +114,11 @@ def _finish(fig, axes, title, output, legends=None):
     for ax in axes:
         ax.grid(alpha=0.3)
         handles = (legends or {}).get(ax)
-        ax.legend(handles=handles) if handles else ax.legend()
+        if handles:  # lines on two axes: "best" would see one axis's; below the panel instead
+            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                      ncol=len(handles), frameon=False)
+        else:
+            ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
     if title:
         fig.suptitle(title)
