@@ -229,6 +229,8 @@ def test_seed_group_is_one_row_with_mean_and_std(seed_runs, projection_run, tmp_
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     group = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|"))))
     assert group["Run"] == "seed1, seed2, tiny_perceiver" and group["n"] == "3"
+    from sonar_t5.evaluation.table import group_name  # runs named alike: one short name
+    assert group_name(["run_seed1", "run_seed2", "run_seed10"]) == "run_seed{1,2,10}"
     bests = [max(json.loads((r / "training_history.json").read_text()),
                  key=lambda e: e["val_bleu"]) for r in seed_runs]
     for column, key, decimals in (("BLEU", "val_bleu", 2), ("chrF", "val_chrf", 1),
@@ -415,7 +417,7 @@ def test_table_columns_notes_and_bleu_by_length(tiny_run, projection_run, tmp_pa
     latex = (tmp_path / "t.tex").read_text()
     caption = latex.split("\\caption{")[1].split("\n")[0]
     assert len(caption) < 200 and "signature" not in caption  # the signatures are notes
-    notes = latex.split("\\footnotesize")[1]
+    notes = latex.split("\\footnotesize")[-1]  # the last: the notes block
     for words in ("ssvp\\_slt's convention", "Uni-Sign's convention", "ROUGE-L F1",
                   summary["bleu1_signature"].replace("|", "\\textbar\\allowbreak{}"),
                   summary["raw_bleu1_signature"].replace("|", "\\textbar\\allowbreak{}")):

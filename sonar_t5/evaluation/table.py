@@ -7,6 +7,7 @@ in both formats; the metric conventions and sacrebleu signatures go in notes und
 not in its caption.
 """
 import json
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,13 +137,22 @@ def group_row(rows, names):
     row = {c: rows[0][c] for c in SETTING_COLUMNS if c in rows[0]}
     row["n"] = len(rows)
     if len(rows) > 1:
-        row["run"] = ", ".join(r["run"] for r in rows)
+        row["run"] = group_name([r["run"] for r in rows])
         row["best_epoch"] = "/".join(str(r["best_epoch"]) for r in rows)
     for name in names:
         values = [r[name] for r in rows]
         row[name] = None if None in values else (
             statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
     return row
+
+
+def group_name(names):
+    """A seed group's runs in a few characters: "seed{1,2,3}" where the names differ only in
+    a number at their end (a table column stays narrow), else the names joined."""
+    split = [re.fullmatch(r"(.*?)(\d+)", name) for name in names]
+    if all(split) and len({m.group(1) for m in split}) == 1:
+        return f"{split[0].group(1)}{{{','.join(m.group(2) for m in split)}}}"
+    return ", ".join(names)
 
 
 def metric_notes(names, rows):
@@ -234,7 +244,8 @@ def to_latex(table, bold_best=False, caption="Results."):
     """A booktabs table in a table float: numeric columns right-aligned, the best mean of
     each metric in bold where asked, ± as $\\pm$, readable headers; a short caption, and the
     shared settings, conventions and signatures as notes under the table. A table wider than
-    the text is scaled down to the text width (graphicx)."""
+    the text is set in small type and, where still wider, scaled down to the text width
+    (graphicx)."""
     columns, best = shown_columns(table), table.best() if bold_best else {}
     lines = [" & ".join(latex_text(h) for h in headers(table, columns)) + r" \\"]
     for row in table.rows:
@@ -255,6 +266,7 @@ def to_latex(table, bold_best=False, caption="Results."):
     return "\n".join([
         r"% needs \usepackage{booktabs} and \usepackage{graphicx}",
         r"\begin{table}[t]", r"\centering",
+        r"\footnotesize\setlength{\tabcolsep}{3pt}",  # a wide table: small type first, then scaled
         rf"\caption{{{latex_text(caption)}{spread}" + (
             r" Best mean of each metric in bold." if best else "") + "}",
         r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
