@@ -119,7 +119,7 @@ def test_the_benchmark_command_trains_scores_the_test_split_and_makes_the_table(
     assert runs == ["embedding_projection_hidden_dim32_num_latents4_max_new_tokens8"
                     f"_seed{seed}" for seed in (1, 2)]
     table = (out / "defaults" / "results.md").read_text()
-    row = [line for line in table.splitlines() if "_seed1, " in line]
+    row = [line for line in table.splitlines() if "max_new_tokens8_seed{1,2} " in line]
     assert len(row) == 1 and "| projection |" in row[0] and "±" in row[0]  # two seeds, one row
     summary = json.loads((out / "defaults" / runs[0] / "results" / "test" / "validation_summary.json")
                          .read_text())
