@@ -220,6 +220,21 @@ def common_note(table):
                                     for c in constant)
 
 
+def is_numeric(table, column):
+    """Right-aligned in both formats."""
+    return column in table.metrics or column in NUMERIC_SETTINGS
+
+
+def is_best(row, column, best):
+    """best: ResultsTable.best() where --bold_best asks, else {}."""
+    return column in best and row[column] is not None and row[column][0] == best[column]
+
+
+def all_notes(table):
+    """What goes under the table: the settings every row shares, then the metric notes."""
+    return [n for n in [common_note(table), *table.notes] if n]
+
+
 def to_markdown(table, bold_best=False):
     """The table, then its notes (the shared settings, conventions and signatures) after a
     blank line. Numbers are right-aligned."""
@@ -229,14 +244,12 @@ def to_markdown(table, bold_best=False):
         line = []
         for c in columns:
             text = metric_text(row[c], c) if c in table.metrics else setting_text(row[c])
-            bold = c in best and row[c] is not None and row[c][0] == best[c]
-            line.append(f"**{text}**" if bold else text)
+            line.append(f"**{text}**" if is_best(row, c, best) else text)
         cells.append(line)
     frame = pd.DataFrame(cells, columns=headers(table, columns))
-    aligned = ["right" if c in table.metrics or c in NUMERIC_SETTINGS else "left"
-               for c in columns]
+    aligned = ["right" if is_numeric(table, c) else "left" for c in columns]
     text = frame.to_markdown(index=False, disable_numparse=True, colalign=aligned)
-    notes = [n for n in [common_note(table), *table.notes] if n]
+    notes = all_notes(table)
     return text + ("\n\n" + "\n".join(f"- {note}" for note in notes) if notes else "")
 
 
@@ -253,20 +266,18 @@ def to_latex(table, bold_best=False, caption="Results."):
         for c in columns:
             if c in table.metrics:
                 text = metric_text(row[c], c, pm=r"$\pm$")
-                bold = c in best and row[c] is not None and row[c][0] == best[c]
-                cells.append(rf"\textbf{{{text}}}" if bold else text)
+                cells.append(rf"\textbf{{{text}}}" if is_best(row, c, best) else text)
             else:
                 cells.append(latex_text(setting_text(row[c])))
         lines.append(" & ".join(cells) + r" \\")
-    align = "".join("r" if c in table.metrics or c in NUMERIC_SETTINGS else "l"
-                    for c in columns)
+    align = "".join("r" if is_numeric(table, c) else "l" for c in columns)
     spread = (r" Mean $\pm$ standard deviation over the n seeds of a row."
               if any(r["n"] > 1 for r in table.rows) else "")
-    notes = [n for n in [common_note(table), *table.notes] if n]
+    notes = all_notes(table)
     return "\n".join([
         r"% needs \usepackage{booktabs} and \usepackage{graphicx}",
         r"\begin{table}[t]", r"\centering",
-        r"\footnotesize\setlength{\tabcolsep}{3pt}",  # a wide table: small type first, then scaled
+        r"\footnotesize\setlength{\tabcolsep}{3pt}",  # wide: small type first, then scaled
         rf"\caption{{{latex_text(caption)}{spread}" + (
             r" Best mean of each metric in bold." if best else "") + "}",
         r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
