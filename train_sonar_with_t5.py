@@ -32,7 +32,7 @@ from sonar_t5.data.encoder_cache import cached_loaders
 from sonar_t5.evaluation.generation import GenerationSettings
 from sonar_t5.evaluation.validate import RESULTS_DIR, score_best_checkpoint
 from sonar_t5.models.checkpoint import load_model
-from sonar_t5.training.args import DEMO_DATA_DIR, parse_args
+from sonar_t5.training.args import DEMO_DATA_DIR, batch_text, parse_args
 from sonar_t5.training.defaults import choose_warmup_steps, defaults_line
 from sonar_t5.training.distributed import all_reduce_sum, barrier, gather_lists, open_runtime
 from sonar_t5.training.engine import (StepSettings, epoch_record, evaluate, report_epoch,
@@ -105,7 +105,8 @@ def main(argv=None):
         say(f"{'resuming' if ckpt else 'training'} on {device} ({runtime.precision}, "
             f"{dist.world_size} process{'es' * (dist.world_size > 1)}"
             f"{', ' + args.sharding.upper() if dist.enabled else ''}): "
-            f"{len(train_set)} train / {len(val_set)} val samples, parameters: "
+            f"{len(train_set)} train / {len(val_set)} val samples, {batch_text(config['batch'])}; "
+            "parameters: "
             + ", ".join(f"{k} {v:,}" for k, v in config["parameters"].items()))
         say(f"MFU against a peak of {meter.peak_flops / 1e9:,.0f} GFLOP/s ({meter.peak_source}, "
             f"{runtime.precision}, {torch.get_num_threads()} threads)")

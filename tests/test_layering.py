@@ -111,8 +111,8 @@ def test_the_checks_find_a_function_level_upward_import_and_a_cycle(tmp_path):
 # comparing a --resume's with the run's, recording them (config.json), and the views' own
 # from_args. Every other function takes a frozen view (common/flag_views.py) or its values.
 TAKES_EVERY_FLAG = {"check_flag_ranges", "check_args", "fill_defaults", "choose_vocab_size",
-                    "choose_warmup_steps", "check_resume", "new_decoder", "run_config",
-                    "from_args", "given_in"}
+                    "choose_warmup_steps", "set_accumulation", "check_resume", "new_decoder",
+                    "run_config", "from_args", "given_in"}
 
 
 def test_functions_take_the_flags_they_read_not_the_whole_namespace():

@@ -65,7 +65,7 @@ FLAG_RANGES = {
     "num_latents": AT_LEAST_1, "num_layers": AT_LEAST_1, "hidden_dim": AT_LEAST_1,
     "num_heads": AT_LEAST_1,
     # optimisation
-    "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "learning_rate": AT_LEAST_0,
+    "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "global_batch_size": AT_LEAST_1, "learning_rate": AT_LEAST_0,
     "encoder_lr_scale": AT_LEAST_0, "warmup_steps": AT_LEAST_0, "weight_decay": AT_LEAST_0,
     "time_budget": AT_LEAST_0, "contrastive_weight": AT_LEAST_0,
     "label_smoothing": PROBABILITY, "word_dropout": PROBABILITY, "grad_accum_steps": AT_LEAST_1,

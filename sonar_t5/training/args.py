@@ -1,6 +1,7 @@
 """train_sonar_with_t5.py's flags: the parser (grouped as --help shows them), the --demo
 defaults, and the checks that run before any work."""
 import argparse
+import os
 from pathlib import Path
 
 from sonar_t5.common.cli import HelpFormatter, check_flag_ranges
@@ -57,6 +58,7 @@ def check_args(args):
         raise UserError("--resume and --overwrite contradict each other", "command line",
                         "pick one")
     check_trackers(args.report_to)
+    set_accumulation(args, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun's processes
     if args.resampler_input is None:
         args.resampler_input = BRIDGES[args.bridge].default_input
     if args.no_encoder_cache and not args.freeze_encoder:
@@ -68,6 +70,40 @@ def check_args(args):
     if not (args.sonar_checkpoint or args.identity_encoder) and args.encoder_d_model % 8:
         raise UserError(f"--encoder_d_model {args.encoder_d_model} is not a multiple of 8, the feature "
                         "encoder's attention heads", "command line", "use e.g. 128, 256 or 512")
+
+
+def set_accumulation(args, processes):
+    """--global_batch_size: the accumulation steps that make it from --batch_size per process
+    and this many processes; refused where they do not divide it. Without it, the global
+    batch follows from --grad_accum_steps."""
+    per_step = args.batch_size * processes
+    if args.global_batch_size is None:
+        return
+    if args.grad_accum_steps != 1:
+        raise UserError("--global_batch_size and --grad_accum_steps both set the accumulation",
+                        "command line", "give one of them")
+    if args.global_batch_size % per_step:
+        raise UserError(f"--global_batch_size {args.global_batch_size} is not a multiple of "
+                        f"--batch_size {args.batch_size} x {processes} "
+                        f"process{'es' * (processes > 1)} = {per_step}", "command line",
+                        "choose a --batch_size per process (or a number of processes) whose "
+                        "product divides it")
+    args.grad_accum_steps = args.global_batch_size // per_step
+
+
+def batch_shape(batch_size, processes, accumulation_steps):
+    """{global, per_process, processes, accumulation_steps}: what one optimizer step sees
+    (config.json's "batch", the start line)."""
+    return {"global": batch_size * processes * accumulation_steps, "per_process": batch_size,
+            "processes": processes, "accumulation_steps": accumulation_steps}
+
+
+def batch_text(shape):
+    """batch_shape() in words: "batch 64 = 16 per process x 2 processes x 2 accumulation
+    steps"."""
+    processes, steps = shape["processes"], shape["accumulation_steps"]
+    return (f"batch {shape['global']} = {shape['per_process']} per process x {processes} "
+            f"process{'es' * (processes > 1)} x {steps} accumulation step{'s' * (steps > 1)}")
 
 
 def build_parser():
@@ -161,6 +197,10 @@ def build_parser():
     opt.add_argument("--epochs", type=int, default=30)
     opt.add_argument("--batch_size", type=int, default=None,
                      help="per process (default: 16; 32 for a decoder trained from scratch)")
+    opt.add_argument("--global_batch_size", type=int, default=None,
+                     help="the effective batch the recipe means, whatever the number of "
+                          "processes: gradient accumulation = this / (--batch_size x "
+                          "processes), which must divide it (replaces --grad_accum_steps)")
     opt.add_argument("--time_budget", type=float, default=0, metavar="MINUTES",
                      help="train for about this long (data and model setup not counted): "
                           "the first epoch is timed, the epochs that fit are run (at most "
@@ -182,7 +222,8 @@ def build_parser():
                      help="add this x a contrastive loss that asks each prefix to pick out its "
                           "own sentence among the batch's (a lever against mode collapse; "
                           "the training loss includes it; 0 = off)")
-    opt.add_argument("--grad_accum_steps", type=int, default=1)
+    opt.add_argument("--grad_accum_steps", type=int, default=1,
+                     help="optimizer step every this many batches (per process)")
     opt.add_argument("--max_grad_norm", type=float, default=1.0)
     opt.add_argument("--fused_adamw", action="store_true", help="fused AdamW kernel (CUDA)")
     opt.add_argument("--compile", action="store_true",

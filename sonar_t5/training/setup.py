@@ -16,6 +16,7 @@ from sonar_t5.data.synthetic import demo_paths, make_demo_data
 from sonar_t5.models.build import build_encoder, build_model, load_t5_and_tokenizer
 from sonar_t5.models.t5_decoder import is_preset
 
+from .args import batch_shape
 from .defaults import choose_vocab_size
 from .distributed import broadcast
 from .sharding import shard
@@ -204,6 +205,7 @@ def run_config(args, model, settings, train_set, val_set, runtime, encoder_cache
     return {
         "args": vars(args), "model_config": model.config_dict(),
         "parameters": model.parameter_counts(), "generation": vars(settings),
+        "batch": batch_shape(args.batch_size, runtime.dist.world_size, args.grad_accum_steps),
         "data": {"train_samples": len(train_set), "val_samples": len(val_set),
                  "feature_dim": train_set.feature_dim},
         "encoder_cache": encoder_cache or {},
