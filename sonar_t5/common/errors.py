@@ -17,6 +17,7 @@ class UserError(Exception):
     exit_code = EXIT_USER_ERROR
 
     def __init__(self, what, where=None, fix=None):
+        self.what, self.where, self.fix = what, where, fix  # to say it again of another place
         message = what if where is None else f"{what}, {where}"
         if fix:
             message += f" ({fix})"

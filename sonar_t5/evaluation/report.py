@@ -108,6 +108,32 @@ def plot_comparison(groups, output, title=None):
     _finish(fig, [ax_bleu, ax_loss], title, output)
 
 
+def plot_group_scores(groups, output, ylabel="test BLEU", title=None):
+    """groups: [(name, [each seed's score], (low, high) of the pooled 95% interval)]. Each
+    group: its seeds as dots, their mean with ± one standard deviation (thick), and the
+    interval of its pooled outputs (thin)."""
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups) + 2), 4.2))
+    for x, ((name, scores, interval), colour) in enumerate(zip(groups, cycle(COLOURS))):
+        mean = statistics.fmean(scores)
+        spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        ax.vlines(x, *interval, color=colour, linewidth=1,
+                  label="95% interval (bootstrap)" if x == 0 else None)
+        ax.errorbar(x, mean, yerr=spread, fmt="o", color=colour, markersize=8, capsize=6,
+                    elinewidth=3, label="mean ± std over seeds" if x == 0 else None)
+        ax.plot([x + 0.15] * len(scores), scores, "x", color="black", markersize=5,
+                label="each seed" if x == 0 else None)
+    ax.set_xticks(range(len(groups)), [name for name, _, _ in groups])
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set(ylabel=ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False,
+              fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, output)
+
+
 def _finish(fig, axes, title, output, legends=None):
     """Grid, integer epochs, legends (legends: {axis: handles} where an axis has a twin),
     an optional title; written in the format of output's extension (PNG, PDF, SVG...)."""

@@ -197,21 +197,28 @@ def seed_spread(hypotheses_by_seed, references):
 def compare(paths, split="test", n_samples=1000, group_seeds=True):
     """The command's work: -> rows as paired_tests returns them, each seed group's row with
     its seeds' spread ("seeds": (mean, std), "n"). group_seeds=False: every path alone."""
+    groups = group_by_seed(paths, split) if group_seeds else [[p] for p in paths]
+    return compare_groups([(group_name(g), g) for g in groups], split, n_samples)
+
+
+def compare_groups(groups, split="test", n_samples=1000):
+    """groups: [(name, [paths])], the baseline first, each a system (its seeds pooled) ->
+    rows as compare() returns them."""
+    paths = [p for _, g in groups for p in g]
     outputs = {p: read_outputs(p, split) for p in paths}
     check_same_sentences([(p, outputs[p]) for p in paths],
                          {p: scored_split(p, split) for p in paths})
     references = outputs[paths[0]][1]
-    groups = group_by_seed(paths, split) if group_seeds else [[p] for p in paths]
-    sizes = {len(g) for g in groups}
+    sizes = {len(g) for _, g in groups}
     if len(sizes) > 1:
-        raise UserError(f"seed groups of different sizes ({', '.join(str(len(g)) for g in groups)}"
-                        " runs)", " ".join(paths), "compare groups with the same number of "
-                        "seeds, or pass single runs")
+        raise UserError(f"seed groups of different sizes ({', '.join(str(len(g)) for _, g in groups)}"
+                        " runs)", " ".join(map(str, paths)), "compare groups with the same "
+                        "number of seeds, or pass single runs")
     k = sizes.pop()
-    named = [(group_name(g), [h for p in g for h in outputs[p][2]]) for g in groups]
+    named = [(name, [h for p in g for h in outputs[p][2]]) for name, g in groups]
     rows = paired_tests(named, references * k, n_samples)  # seed i beside seed i when k > 1
     if k > 1:
-        for g, *per_metric in zip(groups, *rows.values()):
+        for (_, g), *per_metric in zip(groups, *rows.values()):
             spread = seed_spread([outputs[p][2] for p in g], references)
             for label, row in zip(rows, per_metric):
                 row.update(seeds=spread[label], n=k)

@@ -131,6 +131,15 @@ def results_table(paths, columns=None):
                         metric_notes(names, found))
 
 
+def named_groups_table(groups, columns=None):
+    """groups: {row name: [paths]}, each pooled into one row as given (a sweep knows its
+    groups) -> ResultsTable."""
+    names = column_names(columns)
+    found = {name: [table_row(p) for p in paths] for name, paths in groups.items()}
+    rows = [{**group_row(rows, names), "run": name} for name, rows in found.items()]
+    return ResultsTable(rows, names, metric_notes(names, [r for g in found.values() for r in g]))
+
+
 def group_row(rows, names):
     """One row of a seed group (or of one run): its settings, n, and each metric as
     (mean, standard deviation over the seeds, or None for one run)."""

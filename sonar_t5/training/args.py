@@ -30,7 +30,7 @@ DEMO_DEFAULTS = dict(
 DATA_FLAGS = ("train_features", "train_manifest", "val_features", "val_manifest")
 
 
-def check_args(args):
+def check_args(args, processes=None):
     """Every flag's range (one table, sonar_t5/common/cli.py), then the combinations that make no
     sense; nothing has been read or written yet."""
     check_flag_ranges(args)
@@ -58,7 +58,7 @@ def check_args(args):
         raise UserError("--resume and --overwrite contradict each other", "command line",
                         "pick one")
     check_trackers(args.report_to)
-    set_accumulation(args, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun's processes
+    set_accumulation(args, processes or int(os.environ.get("WORLD_SIZE", "1")))  # torchrun's
     if args.resampler_input is None:
         args.resampler_input = BRIDGES[args.bridge].default_input
     if args.no_encoder_cache and not args.freeze_encoder:
@@ -270,17 +270,19 @@ def build_parser():
     return p
 
 
-def parse_args(argv=None):
-    """Flags: the command line, over --config's file, over the --demo defaults, over the
-    decoder's defaults (sonar_t5/training/defaults.py: pretrained or from scratch), over the parser's
-    own defaults."""
+def parse_args(argv=None, config_values=None, processes=None):
+    """Flags: the command line, over --config's file (or config_values, flags already read
+    and checked: a sweep's run), over the --demo defaults, over the decoder's defaults
+    (sonar_t5/training/defaults.py: pretrained or from scratch), over the parser's own
+    defaults. processes: how many will train (default: torchrun's WORLD_SIZE, else 1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from_file = read_config_file(args.config, parser) if args.config else {}
+    from_file = config_values if config_values is not None else (
+        read_config_file(args.config, parser) if args.config else {})
     if args.demo or from_file.get("demo"):
         parser.set_defaults(**DEMO_DEFAULTS)
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
     fill_defaults(args)
-    check_args(args)
+    check_args(args, processes)
     return args
