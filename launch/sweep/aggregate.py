@@ -55,8 +55,9 @@ def aggregate(plan, n_samples=1000):
     significance = "\n".join(verdicts) + "\n\n" + format_rows(rows, n_samples) if rows else ""
     if rows:
         write_text(out / "significance.txt", significance + "\n")
+        plain = json.loads(json.dumps(rows, default=float))  # sacrebleu's numpy numbers
         write_json(out / "significance.json", {"split": split, "n_samples": n_samples,
-                                               "baseline": plan.baseline, "rows": rows})
+                                               "baseline": plan.baseline, "rows": plain})
         bleu = {r["system"]: r for r in rows["BLEU"]}
         scores = [(group, [table_row(s)["bleu"] for s in summaries[group]],
                    (bleu[group]["mean"] - bleu[group]["ci"], bleu[group]["mean"] + bleu[group]["ci"]))
@@ -109,16 +110,17 @@ def readme(plan, groups, split, markdown, significance, why_not, missing, n_samp
              f"{split}; baseline group: {plan.baseline}"]
     if missing:
         lines.append(f"- Not done, left out: {', '.join(missing)}")
-    lines += ["", "## Data", "", *data_lines([d for _, dirs in groups for d in dirs]), "",
-              "## Runs", "", "| group | run | seed | epochs | best epoch | directory |",
-              "|---|---|---:|---:|---:|---|"]
+    lines += ["", "## Data", "", *data_lines([d for _, dirs in groups for d in dirs],
+                                                   Path(recorded.get("workdir", "."))), "",
+              "## Runs", "", "| group | run (its directory) | seed | epochs | best epoch |",
+              "|---|---|---:|---:|---:|"]
     for group, dirs in groups:
         for d in dirs:
             config = json.loads((d / "config.json").read_text())
             history = json.loads((d / "training_history.json").read_text())
             best = max(history, key=lambda r: r["val_bleu"])
-            lines.append(f"| {group} | {d.name} | {config['args'].get('seed')} | "
-                         f"{len(history)} | {best['epoch']} | `{d}` |")
+            lines.append(f"| {group} | [{d.name}](../{d.name}/) | {config['args'].get('seed')}"
+                         f" | {len(history)} | {best['epoch']} |")
     lines += ["", f"## Results ({split})", "",
               "Mean ± standard deviation over each group's seeds; metric conventions and "
               "sacrebleu signatures under the table.", "", markdown, "",
@@ -135,18 +137,19 @@ def readme(plan, groups, split, markdown, significance, why_not, missing, n_samp
     return "\n".join(lines) + "\n"
 
 
-def data_lines(run_dirs):
-    """Each split's manifest(s), with their sha256 and sample counts, as the runs read them."""
+def data_lines(run_dirs, workdir):
+    """Each split's manifest(s), with their sha256 and sample counts, as the runs read them.
+    A relative manifest path is relative to the directory the sweep was started in."""
     lines = []
     for split in ("train", "val", "test"):
         found = {}
         for d in run_dirs:
             manifest = json.loads((d / "config.json").read_text())["args"].get(f"{split}_manifest")
-            if manifest and Path(manifest).is_file():
-                digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
+            if manifest and (workdir / manifest).is_file():
+                digest = hashlib.sha256((workdir / manifest).read_bytes()).hexdigest()
                 found.setdefault(digest, []).append(manifest)
         for digest, paths in found.items():
-            rows = sum(1 for _ in open(paths[0], encoding="utf-8")) - 1
+            rows = sum(1 for _ in open(workdir / paths[0], encoding="utf-8")) - 1
             same = f" (the same file content in {len(paths)} runs)" if len(paths) > 1 else ""
             lines.append(f"- {split}: `{paths[0]}`, {rows} samples, sha256 {digest[:16]}{same}")
     return lines or ["- (the runs' manifests are not readable from here)"]

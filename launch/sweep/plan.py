@@ -307,7 +307,9 @@ def write_plan(plan, sweep_text):
     tasks = "".join(f"{i}\t{run.name}\n" for i, run in enumerate(plan.runs))
     atomic_write(folder / TASKS_FILE, lambda f: f.write(tasks), binary=False)
     atomic_write(folder / "sweep.yaml", lambda f: f.write(sweep_text), binary=False)
+    # workdir: what the runs' relative paths (manifests, the sweep file) are relative to
     write_json(record, {"sweep_file": plan.source, "baseline": plan.baseline,
+                        "workdir": str(Path.cwd()),
                         "toolkit": toolkit_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                         "sweep_sha256": hashlib.sha256(sweep_text.encode()).hexdigest(),
                         "runs": runs})

@@ -110,14 +110,16 @@ def plot_comparison(groups, output, title=None):
 
 def plot_group_scores(groups, output, ylabel="test BLEU", title=None):
     """groups: [(name, [each seed's score], (low, high) of the pooled 95% interval)]. Each
-    group: its seeds as dots, their mean with ± one standard deviation (thick), and the
-    interval of its pooled outputs (thin)."""
+    group: its seeds as crosses (right), their mean with ± one standard deviation (thick), and
+    the interval of its pooled outputs (thin, left; beside the mean, not behind it)."""
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups) + 2), 4.2))
     for x, ((name, scores, interval), colour) in enumerate(zip(groups, cycle(COLOURS))):
         mean = statistics.fmean(scores)
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        ax.vlines(x, *interval, color=colour, linewidth=1,
-                  label="95% interval (bootstrap)" if x == 0 else None)
+        low, high = interval
+        ax.errorbar(x - 0.15, (low + high) / 2, yerr=(high - low) / 2, fmt="none", color=colour,
+                    capsize=3, elinewidth=1,
+                    label="95% interval of the pooled outputs (bootstrap)" if x == 0 else None)
         ax.errorbar(x, mean, yerr=spread, fmt="o", color=colour, markersize=8, capsize=6,
                     elinewidth=3, label="mean ± std over seeds" if x == 0 else None)
         ax.plot([x + 0.15] * len(scores), scores, "x", color="black", markersize=5,
@@ -126,8 +128,8 @@ def plot_group_scores(groups, output, ylabel="test BLEU", title=None):
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set(ylabel=ylabel)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False,
-              fontsize="small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False,
+              fontsize="small")  # one column: three entries side by side outgrow a small figure
     if title:
         fig.suptitle(title)
     fig.tight_layout()
