@@ -14,7 +14,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Flags of other programs the pages show (torchrun, tensorboard, pip, trackio) and the
 # placeholder the error messages page uses.
 FOREIGN_FLAGS = {"--nproc_per_node", "--nnodes", "--logdir", "--no-deps", "--project",
-                 "--flag", "--help"}
+                 "--flag", "--help",
+                 "--array", "--sweep_dir"}  # sbatch's; launch/slurm.sbatch's (a shell script)
 FOREIGN_MODULES = {"pytest", "bleurt.score_files"}  # other programs' commands the pages show
 
 
