@@ -56,10 +56,11 @@ class Run:
     overrides: dict  # what its variant and axes set
     flags: dict  # every flag the sweep gives it: the base's, then the overrides
     lines: dict = field(default_factory=dict)  # flag -> the sweep file's line that set it
+    epochs: int = None  # as training resolves its flags (--demo and configs set defaults)
 
     def describe(self):
         return {"name": self.name, "group": self.group, "overrides": self.overrides,
-                "flags": self.flags}
+                "flags": self.flags, "epochs": self.epochs}
 
 
 @dataclass
@@ -123,7 +124,7 @@ def read_plan(path, output_dir=None, processes=1):
                         where(path, lines, ("baseline",)), f"its groups: {', '.join(groups)}")
     plan = Plan(str(path), sweep_dir, runs, str(baseline))
     for run in runs:
-        check_run(plan, run, path, processes)
+        run.epochs = check_run(plan, run, path, processes).epochs
     return plan
 
 
@@ -270,9 +271,10 @@ def describe(run):
 
 def check_run(plan, run, path, processes=1):
     """Training's own checks on this run's flags (ranges, combinations), without running it;
-    a problem names the run and, where one flag is to blame, the line that set it."""
+    a problem names the run and, where one flag is to blame, the line that set it. -> the
+    flags as training resolves them."""
     try:
-        parse_args(["--output_dir", str(plan.run_dir(run))], config_values=run.flags,
+        return parse_args(["--output_dir", str(plan.run_dir(run))], config_values=run.flags,
                    processes=processes)
     except UserError as error:
         line = next((at for flag, at in run.lines.items() if f"--{flag}" in error.what),
@@ -324,7 +326,8 @@ def load_plan(sweep_dir):
         raise UserError("not a sweep directory (no plan.json)", str(sweep_dir),
                         "give the directory a sweep ran in (its output_dir)")
     recorded = read_recorded(record)
-    runs = [Run(r["name"], r["group"], r["overrides"], r["flags"]) for r in recorded["runs"]]
+    runs = [Run(r["name"], r["group"], r["overrides"], r["flags"], epochs=r.get("epochs"))
+            for r in recorded["runs"]]
     return Plan(recorded["sweep_file"], sweep_dir, runs, recorded["baseline"])
 
 

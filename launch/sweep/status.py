@@ -39,7 +39,7 @@ class RunStatus:
     def line(self):
         bleu = "-" if self.best_bleu is None else f"{self.best_bleu:.2f}"
         return (f"{self.name:<{max(24, len(self.name))}}  {self.state:<11}  "
-                f"epochs {self.epochs}/{self.planned}  best val BLEU {bleu}"
+                f"epochs {self.epochs}/{self.planned or '?'}  best val BLEU {bleu}"
                 + (f"  {self.note}" if self.note else ""))
 
 
@@ -48,7 +48,7 @@ def run_status(plan, run, queued=()):
     history = read_history(folder)
     best = max((r["val_bleu"] for r in history), default=None)
     exit_code = read_exit(exit_file(plan, run))
-    planned = run.flags.get("epochs") or 30
+    planned = run.epochs or run.flags.get("epochs")
     note = ""
     if lock_held(folder / LOCK_NAME):
         state = "running"
