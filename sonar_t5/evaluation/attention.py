@@ -24,14 +24,19 @@ from .report import plt  # matplotlib with the file-only backend report.py sets
 def check_attention_plot(model, checkpoint, out_dir):
     """Before any translation: only a Perceiver reading token states has one attention
     weight per frame, and OUT_DIR/attention/ must be a directory that can be made."""
+    check_has_attention_map(model, checkpoint, "--attention_plot")
+    check_output_dir_usable(Path(out_dir) / "attention", "--output's attention/")
+
+
+def check_has_attention_map(model, checkpoint, flag):
+    """Only a bridge with an attention map that reads token states has one weight a frame."""
     bridge = model.config.bridge
     if not BRIDGES[bridge].attention_map or model.config.resampler_input != "tokens":
-        raise UserError("--attention_plot needs a bridge with an attention map (" + ", ".join(
+        raise UserError(f"{flag} needs a bridge with an attention map (" + ", ".join(
             name for name, b in BRIDGES.items() if b.attention_map) + ") that reads the "
             f"encoder's token states; this model's bridge is {bridge} reading the "
             f"{model.config.resampler_input} embedding", str(checkpoint),
             "use a checkpoint trained with --resampler_input tokens")
-    check_output_dir_usable(Path(out_dir) / "attention", "--output's attention/")
 
 
 MAX_NAME_BYTES = 200  # of a file name's stem: file systems allow 255 bytes in all
@@ -62,7 +67,14 @@ def frame_attention(model, features, device, precision="fp32"):
 
 
 def plot_attention(attention, reference, translation, output, what):
-    """what: which attention this is, for the colour bar's label (attention_source())."""
+    """what: which attention this is, for the colour bar's label."""
+    fig = attention_figure(attention, reference, translation, what)
+    atomic_write(output, lambda f: fig.savefig(f, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def attention_figure(attention, reference, translation, what):
+    """(latents, frames) weights -> the figure: latents as rows, frames as columns."""
     latents, frames = attention.shape
     fig, ax = plt.subplots(figsize=(max(6.0, min(frames / 12, 16.0)), max(3.0, latents / 6)))
     image = ax.imshow(attention, aspect="auto", interpolation="nearest", cmap="viridis")
@@ -74,15 +86,19 @@ def plot_attention(attention, reference, translation, output, what):
     ax.set_title(f"{wrap('reference', reference)}\n{wrap('translation', translation)}",
                  fontsize=9, loc="left")
     fig.tight_layout()
-    atomic_write(output, lambda f: fig.savefig(f, dpi=120, format="png"))
-    plt.close(fig)
+    return fig
+
+
+def attention_source(config):
+    """Which attention frame_attention() returns, for a figure's label."""
+    return (f"Perceiver layer {config.num_layers} of {config.num_layers}, mean of its "
+            f"{config.num_heads} heads")
 
 
 def write_attention_plots(model, dataset, translations, out_dir, count, device,
                           precision="fp32"):
     """The first `count` samples of the data set -> [png paths]. translations: by index."""
-    what = (f"Perceiver layer {model.config.num_layers} of {model.config.num_layers}, mean "
-            f"of its {model.config.num_heads} heads")
+    what = attention_source(model.config)
     out = Path(out_dir) / "attention"
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -174,16 +174,26 @@ def system_name(path):
 LENGTH_BUCKETS = ((1, 5), (6, 10), (11, 15), (16, 20), (21, 30), (31, None))  # words
 
 
+def length_bucket(words):
+    """The LENGTH_BUCKETS entry a reference of this many words falls in."""
+    return next(b for b in LENGTH_BUCKETS if b[1] is None or words <= b[1])
+
+
+def length_label(bucket):
+    low, high = bucket
+    return f"{low}-{high}" if high else f"{low}+"
+
+
 def bleu_by_length(references, hypotheses):
     """-> [(bucket label, sentences, BLEU of those sentences)], by the reference's length in
     words; buckets with no sentence are left out."""
     rows = []
     for low, high in LENGTH_BUCKETS:
         pairs = [(r, h) for r, h in zip(references, hypotheses)
-                 if low <= len(r.split()) and (high is None or len(r.split()) <= high)]
+                 if length_bucket(len(r.split())) == (low, high)]
         if pairs:
             refs, hyps = zip(*pairs)
-            rows.append((f"{low}-{high}" if high else f"{low}+", len(pairs),
+            rows.append((length_label((low, high)), len(pairs),
                          BLEU().corpus_score(list(hyps), [list(refs)]).score))
     return rows
 
@@ -191,25 +201,37 @@ def bleu_by_length(references, hypotheses):
 def plot_bleu_by_length(systems, output, title=None):
     """systems: {label: [(bucket, sentences, BLEU)]} -> grouped bars, one colour a system,
     each bucket's sentence count under its name."""
-    buckets = [f"{lo}-{hi}" if hi else f"{lo}+" for lo, hi in LENGTH_BUCKETS]
+    save_figure(bucket_bars(systems, "BLEU (sacrebleu, 13a)", title), output)
+
+
+def bucket_bars(systems, ylabel, title=None, xlabel="reference length in words (sentences)",
+                buckets=None, reference_line=None):
+    """systems: {label: [(bucket, count, value, ...)]} -> a figure of grouped bars, one colour
+    a system, each bucket's count under its name. buckets: their order (default: the
+    reference-length buckets); reference_line: a y to mark (e.g. 1 for a length ratio)."""
+    buckets = buckets or [length_label(b) for b in LENGTH_BUCKETS]
     counts = {}
     for rows in systems.values():
-        counts.update({b: n for b, n, _ in rows})
+        counts.update({b: n for b, n, *_ in rows})
     shown = [b for b in buckets if b in counts]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(shown) + 2), 4.5))
     width = 0.8 / len(systems)
     for i, ((name, rows), colour) in enumerate(zip(systems.items(), cycle(COLOURS))):
-        bleu = dict((b, v) for b, _, v in rows)
+        value = {b: v for b, _, v, *_ in rows}
         ax.bar([x + i * width - 0.4 + width / 2 for x in range(len(shown))],
-               [bleu.get(b, float("nan")) for b in shown], width, label=name, color=colour)
+               [value.get(b, float("nan")) for b in shown], width, label=name, color=colour)
+    if reference_line is not None:
+        ax.axhline(reference_line, color="black", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(shown)), [f"{b}\n({counts[b]})" for b in shown])
-    ax.set(xlabel="reference length in words (sentences)", ylabel="BLEU (sacrebleu, 13a)")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend()
+    # below the panel: inside, it would hide the bars of some bucket
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(systems), 3),
+              frameon=False)
     fig.tight_layout()
-    save_figure(fig, output)
+    return fig
 
 
 def history_groups(run_dirs):
