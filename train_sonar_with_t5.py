@@ -220,7 +220,10 @@ def print_next_steps(args, state, history, scored):
         lines += [f"python plot_training_curves.py --table {out / RESULTS_DIR / split} "
                   f"--output {out / 'results_table'}",
                   f"python -m sonar_t5.evaluation.significance BASELINE_RUN {out} --split {split}"
-                  "   # BASELINE_RUN: another run scored on the same split"]
+                  "   # BASELINE_RUN: another run scored on the same split",
+                  f"python -m sonar_t5.evaluation.analysis {out} --split {split} "
+                  f"--train_manifest {args.train_manifest} --output {out / 'analysis.html'}"
+                  "   # what it gets wrong, one page"]
     lines.append(f"python validate_perceiver_model.py --checkpoint {out / 'best_model.pt'} "
                  f"--features {features} --manifest {manifest} --output "
                  f"{out / 'validation_results'}   # other settings: --num_beams, ...")

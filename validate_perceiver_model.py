@@ -5,6 +5,7 @@
         --features FEATURES_DIR --manifest MANIFEST.tsv --output runs/x/validation_results
 """
 import argparse
+from pathlib import Path
 
 from sonar_t5.common.cpu import wait_politely_if_shared
 from sonar_t5.common.errors import quiet_ctrl_c_until_main
@@ -94,6 +95,8 @@ def main(argv=None):
     print(format_report(summary, refs, hyps, args.num_samples))
     summary_path, translations_path = write_results(args.output, summary, ids, refs, hyps)
     print(f"wrote {summary_path} and {translations_path}")
+    print(f"next: python -m sonar_t5.evaluation.analysis {args.output} --output "
+          f"{Path(args.output) / 'analysis.html'}   # what it gets wrong, one page")
     if args.attention_plot:
         plots = write_attention_plots(translator.model, dataset, hyps, args.output,
                                       args.attention_plot, translator.device,

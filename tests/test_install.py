@@ -10,13 +10,15 @@ import pytest
 from .conftest import ROOT
 
 NOTEBOOK = """
-import importlib.util, json, sys
+import importlib.resources, importlib.util, json, sys
 import numpy as np
 from sonar_t5 import load_translator
 translator = load_translator(sys.argv[1], device="cpu")
 arrays = [np.load(path) for path in sys.argv[2:]]
 print(json.dumps({"translations": translator.translate(arrays, batch_size=4),
                   "package": __import__("sonar_t5").__file__,
+                  "page_template": importlib.resources.files("sonar_t5.evaluation.analysis")
+                  .joinpath("report.html.j2").is_file(),
                   "generic_names": [n for n in ("common", "data", "models", "evaluation",
                                                 "training") if importlib.util.find_spec(n)]}))
 """
@@ -55,5 +57,6 @@ def test_a_fresh_venv_installs_the_checkout_and_translates_from_another_director
     found = json.loads(result.stdout.splitlines()[-1])
     # the installed copy, not the checkout, and no generic top-level names claimed
     assert found["package"].startswith(str(env_dir)) and found["generic_names"] == []
+    assert found["page_template"]  # package data: the analysis report's template ships too
     # the same translations as the end-of-training scoring wrote (the same default decoding)
     assert found["translations"] == [row[2] if len(row) > 2 else "" for row in rows]
