@@ -81,3 +81,40 @@ def test_the_time_limits_warning_saves_requeues_and_resumes(tiny_data, tmp_path)
     # torchrun's launcher reports the SIGTERM it got with a traceback of its own; nothing else
     assert text.count("Traceback") == text.count("SignalException: Process"), text[-3000:]
     assert epochs(out) == [1, 2, 3, 4]
+
+
+def test_a_sweep_as_a_job_array_matches_the_local_sweep(tiny_data, tmp_path, monkeypatch):
+    """The same sweep file, here and as one Slurm job array; one task gets the time limit's
+    warning mid-run: it saves, requeues and resumes, and the aggregates are the same."""
+    from .test_sweep import BRIDGES, sweep, tiny_base, write_sweep
+    base = {**tiny_base(tiny_data, epochs=3), "batch_size": 4,
+            "num_threads": 1}  # one thread in both places: the same sums, the same outputs
+    path = write_sweep(tmp_path / "sweep.yaml", base=base, variants=BRIDGES,
+                       axes={"seed": [1, 2]}, baseline="projection")
+    local, array = tmp_path / "local", tmp_path / "array"
+    sweep(path, "--output_dir", local, check=True)
+
+    monkeypatch.setenv("SONAR_T5_PROCS_PER_NODE", "1")  # a CPU task: one training process
+    submitted = sweep(path, "--output_dir", array, "--slurm", "--gpus_per_task", 0,
+                      "--array_parallelism", 2, "--sbatch_args=--cpus-per-task=1",
+                      check=True)
+    job = re.search(r"submitted job array (\d+): 4 tasks", submitted.stdout).group(1)
+    first = array / "perceiver,seed=1"
+    wait_for(lambda: (first / "training_history.json").is_file(), "task 0's first epoch")
+    subprocess.run(["scancel", "--batch", "--signal=USR1", f"{job}_0"], check=True)
+    log = array / "logs" / "perceiver,seed=1.log"
+    wait_for(lambda: "back in the queue to resume" in log.read_text(), "the requeue")
+    wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
+                                        text=True).stdout.strip(), "every task", timeout=900)
+
+    status = sweep("status", array, check=True).stdout
+    assert status.splitlines()[-1] == "4 runs: 4 done", status
+    text = log.read_text()
+    assert "terminated (SIGTERM) in epoch" in text and f"resuming {first}" in text
+    assert epochs(first) == [1, 2, 3]
+    sweep("aggregate", array, check=True)
+    assert (array / "aggregate" / "results.md").read_text() == \
+        (local / "aggregate" / "results.md").read_text()
+    tests = [json.loads((d / "aggregate" / "significance.json").read_text())["rows"]
+             for d in (local, array)]
+    assert tests[0] == tests[1]

@@ -58,7 +58,8 @@ def parse_args(argv):
     slurm.add_argument("--gpus_per_task", type=int, default=1,
                        help="GPUs per task: torchrun starts a process on each")
     slurm.add_argument("--sbatch_args", default="",
-                       help="more sbatch options, e.g. \"--partition gpu --time 12:00:00\"")
+                       help="more sbatch options, given with '=' (they start with dashes): "
+                            "--sbatch_args=\"--partition gpu --time 12:00:00\"")
     args = p.parse_args(argv)
     args.command = "run"
     for flag, least in (("parallel", 1), ("array_parallelism", 0), ("gpus_per_task", 0),
