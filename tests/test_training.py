@@ -217,7 +217,7 @@ def test_demo_runs_and_its_next_commands_work(tmp_path):
                         check=True)
     commands = [line.split("#")[0].strip() for line in result.stdout.splitlines()
                 if line.strip().startswith("python ")]
-    assert len(commands) == 4
+    assert len(commands) == 5
     for split in ("val", "test"):  # scored when training ended
         assert (out / "results" / split / "validation_summary.json").is_file()
     for command in commands:  # the run compared with itself stands in for a baseline
@@ -225,3 +225,4 @@ def test_demo_runs_and_its_next_commands_work(tmp_path):
     assert (out / "training_curves.png").is_file()
     assert (out / "results_table.md").is_file() and (out / "results_table.tex").is_file()
     assert (out / "validation_results" / "validation_summary.json").is_file()
+    assert (out / "analysis.html").stat().st_size > 10_000

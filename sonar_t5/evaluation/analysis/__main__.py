@@ -84,7 +84,9 @@ def main(argv=None):
     attention = []
     if args.checkpoint:
         from .attention_maps import attention_maps  # loads torch and the model: only here
-        attention = attention_maps(args, ids, systems)
+        attention = attention_maps(args.checkpoint, ids, systems, picked=args.attention_ids,
+                                   features=args.features, manifest=args.manifest,
+                                   device=args.device)
     context = analyse(ids, references, systems, frequencies=frequencies,
                       frequency_source=source, n_samples=args.n_samples, split=args.split,
                       attention=attention, command=command_line(argv))

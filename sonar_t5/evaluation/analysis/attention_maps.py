@@ -12,28 +12,28 @@ from .page import data_uri
 DEFAULT_COUNT = 3  # sentences shown when --attention_ids names none
 
 
-def attention_maps(args, ids, systems):
-    """-> [{"id", "uri"}] for args.attention_ids (default: the first sentences), read from
-    args.features and args.manifest or from the paths the summary of the system the
-    checkpoint scored names (else the first system's); each titled with the checkpoint's
-    own translation."""
+def attention_maps(checkpoint, ids, systems, *, picked=None, features=None, manifest=None,
+                   device="auto"):
+    """-> [{"id", "uri"}] for the picked ids (default: the first sentences), read from
+    features and manifest or from the paths the summary of the system the checkpoint scored
+    names (else the first system's); each titled with the checkpoint's own translation."""
     system = next((s for s in systems if s.summary.get("checkpoint") and
-                   Path(s.summary["checkpoint"]).resolve() == Path(args.checkpoint).resolve()),
+                   Path(s.summary["checkpoint"]).resolve() == Path(checkpoint).resolve()),
                   systems[0])
-    features = args.features or system.summary.get("features")
-    manifest = args.manifest or system.summary.get("manifest")
+    features = features or system.summary.get("features")
+    manifest = manifest or system.summary.get("manifest")
     if not features or not manifest:
         raise UserError("--checkpoint needs the sentences' features, and no "
                         "validation_summary.json beside the outputs names them",
                         str(system.files[0]),
                         "give --features DIR and --manifest FILE")
-    picked = args.attention_ids or ids[:DEFAULT_COUNT]
+    picked = picked or ids[:DEFAULT_COUNT]
     unknown = [i for i in picked if i not in ids]
     if unknown:
         raise UserError(f"--attention_ids names {unknown[0]!r}, not a sentence of these "
                         "outputs", str(system.files[0]), "pick ids from the report's table")
-    translator = load_translator(args.checkpoint, device=args.device)
-    check_has_attention_map(translator.model, args.checkpoint, "--checkpoint")
+    translator = load_translator(checkpoint, device=device)
+    check_has_attention_map(translator.model, checkpoint, "--checkpoint")
     dataset = validation_dataset(translator, manifest, features)
     where = {row.id: index for index, row in enumerate(dataset.rows)}
     missing = [i for i in picked if i not in where]
