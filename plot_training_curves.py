@@ -105,7 +105,7 @@ def main(argv=None):
         output = Path(args.output or default_figure(args))
         plot_bleu_by_length(shown, output, args.title)
         for name, rows in systems.items():
-            print(f"{name}: " + "  ".join(f"{b} ({n}) {v:.2f}" for b, n, v in rows))
+            print(f"{name}: " + "  ".join(f"{b} ({n}) {v:.2f}" for b, n, v, _ in rows))
     elif args.compare:
         if len({Path(d).name for d in args.compare}) < len(args.compare):
             raise UserError("two runs share a directory name", " ".join(args.compare),

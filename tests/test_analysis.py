@@ -8,6 +8,7 @@ from sacrebleu.metrics import BLEU
 
 from benchmarks.browser import BrowserMissing, chromium_driver
 from sonar_t5.evaluation.analysis import breakdown
+from sonar_t5.evaluation.report import bleu_by_length
 
 from .conftest import assert_user_error, run_script
 
@@ -58,7 +59,7 @@ def write_outputs(folder, hypotheses, references=REFERENCES, ids=None):
 def test_each_statistic_matches_a_computation_by_hand():
     # a bucket's BLEU and length ratio: sacrebleu on that bucket's sentences alone
     rows = {bucket: (n, bleu, ratio) for bucket, n, bleu, ratio in
-            breakdown.by_reference_length(SYSTEM_A, REFERENCES)}
+            bleu_by_length(REFERENCES, SYSTEM_A)}
     short = [i for i, r in enumerate(REFERENCES) if len(r.split()) <= 5]
     score = BLEU().corpus_score([SYSTEM_A[i] for i in short], [[REFERENCES[i] for i in short]])
     assert rows["1-5"] == (len(short), pytest.approx(score.score),

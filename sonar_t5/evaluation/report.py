@@ -185,21 +185,25 @@ def length_label(bucket):
 
 
 def bleu_by_length(references, hypotheses):
-    """-> [(bucket label, sentences, BLEU of those sentences)], by the reference's length in
-    words; buckets with no sentence are left out."""
+    """-> [(bucket label, sentences, BLEU of those sentences, their length ratio)], by the
+    reference's length in words; buckets with no sentence are left out. The length ratio
+    (hypothesis / reference tokens, sacrebleu's) below 1 is a model cutting its sentences
+    short, above 1 one that runs on."""
+    groups = {}
+    for r, h in zip(references, hypotheses):
+        groups.setdefault(length_bucket(len(r.split())), []).append((r, h))
     rows = []
-    for low, high in LENGTH_BUCKETS:
-        pairs = [(r, h) for r, h in zip(references, hypotheses)
-                 if length_bucket(len(r.split())) == (low, high)]
-        if pairs:
-            refs, hyps = zip(*pairs)
-            rows.append((length_label((low, high)), len(pairs),
-                         BLEU().corpus_score(list(hyps), [list(refs)]).score))
+    for bucket in LENGTH_BUCKETS:
+        if bucket in groups:
+            refs, hyps = zip(*groups[bucket])
+            score = BLEU().corpus_score(list(hyps), [list(refs)])
+            rows.append((length_label(bucket), len(refs), score.score,
+                         score.sys_len / max(score.ref_len, 1)))
     return rows
 
 
 def plot_bleu_by_length(systems, output, title=None):
-    """systems: {label: [(bucket, sentences, BLEU)]} -> grouped bars, one colour a system,
+    """systems: {label: [(bucket, sentences, BLEU, ...)]} -> grouped bars, one colour a system,
     each bucket's sentence count under its name."""
     save_figure(bucket_bars(systems, "BLEU (sacrebleu, 13a)", title), output)
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from ..report import length_bucket, length_label
-
 TOKENIZE = Tokenizer13a()
 
 # English function words (articles, pronouns, auxiliaries, prepositions, conjunctions, common
@@ -56,22 +54,6 @@ def sentence_scores(hypotheses, references):
     return [SentenceScore(bleu.sentence_score(h, [r]).score, chrf.sentence_score(h, [r]).score,
                           len(words(h)) / max(len(words(r)), 1))
             for h, r in zip(hypotheses, references)]
-
-
-def by_reference_length(hypotheses, references):
-    """-> [(bucket, sentences, BLEU, length ratio)] by the reference's length in words (the
-    buckets of the BLEU-by-length figure); a length ratio below 1 is a model cutting its
-    sentences short, above 1 one that runs on."""
-    groups = {}
-    for h, r in zip(hypotheses, references):
-        groups.setdefault(length_bucket(len(r.split())), []).append((h, r))
-    rows = []
-    for bucket, pairs in sorted(groups.items(), key=lambda item: item[0][0]):
-        hyps, refs = zip(*pairs)
-        score = BLEU().corpus_score(list(hyps), [list(refs)])
-        rows.append((length_label(bucket), len(pairs), score.score,
-                     score.sys_len / max(score.ref_len, 1)))
-    return rows
 
 
 def word_frequencies(texts):

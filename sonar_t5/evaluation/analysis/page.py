@@ -10,7 +10,8 @@ from pathlib import Path
 import jinja2
 
 from ..metrics import translation_metrics
-from ..report import LENGTH_BUCKETS, bucket_bars, length_bucket, length_label, plt
+from ..report import (LENGTH_BUCKETS, bleu_by_length, bucket_bars, length_bucket, length_label,
+                      plt)
 from ..significance import compare_groups
 from . import breakdown
 
@@ -38,7 +39,7 @@ def analyse(ids, references, systems, *, frequencies=None, frequency_source=None
     for s in systems:
         seeds, refs = len(s.hypotheses), references * len(s.hypotheses)
         by_length[s.name] = [(b, n // seeds, *rest) for b, n, *rest in
-                             breakdown.by_reference_length(s.pooled, refs)]
+                             bleu_by_length(refs, s.pooled)]
         word_f[s.name] = [(b, n // seeds, *rest) for b, n, *rest in
                           breakdown.word_f_by_frequency(s.pooled, refs, frequencies)]
     return {
